@@ -1,0 +1,114 @@
+//! `wireloop echo` and `wireloop udp-echo`: the tutorial's interactive echo
+//! clients, with the bugs taken out (replies are read whole, a silent UDP
+//! server is reported instead of hanging).
+
+use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::parse_addr;
+
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Server address (or a bare port on 127.0.0.1).
+    #[arg(default_value = "127.0.0.1:8080", value_parser = parse_addr)]
+    addr: SocketAddr,
+}
+
+#[derive(Debug, Args)]
+pub struct UdpEchoArgs {
+    /// Server address (or a bare port on 127.0.0.1).
+    #[arg(default_value = "127.0.0.1:8081", value_parser = parse_addr)]
+    addr: SocketAddr,
+    /// Seconds to wait for each reply.
+    #[arg(long, default_value_t = 2.0)]
+    timeout: f64,
+}
+
+/// Yields stdin lines (without their newline) until EOF or `quit`, skipping
+/// empty ones, prompting when stdin is a terminal.
+fn lines(prompt: &str) -> impl Iterator<Item = io::Result<String>> + '_ {
+    let interactive = io::stdin().is_terminal();
+    let mut stdin = io::stdin().lock();
+    std::iter::from_fn(move || loop {
+        if interactive {
+            print!("{prompt}");
+            let _ = io::stdout().flush();
+        }
+        let mut line = String::new();
+        match stdin.read_line(&mut line) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        let line = line.trim_end_matches(['\n', '\r']).to_string();
+        if line == "quit" {
+            return None;
+        }
+        if !line.is_empty() {
+            return Some(Ok(line));
+        }
+    })
+}
+
+pub fn run_tcp(args: EchoArgs) -> Result<ExitCode, String> {
+    let stream = TcpStream::connect(args.addr).map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let mut reader = BufReader::new(stream);
+    for line in lines("> ") {
+        let line = line.map_err(|e| format!("reading stdin: {e}"))?;
+        writer
+            .write_all(format!("{line}\n").as_bytes())
+            .map_err(|e| format!("sending to {}: {e}", args.addr))?;
+        let mut reply = Vec::new();
+        let n = reader
+            .read_until(b'\n', &mut reply)
+            .map_err(|e| format!("reading from {}: {e}", args.addr))?;
+        if n == 0 || reply.last() != Some(&b'\n') {
+            return Err(format!("{} closed the connection", args.addr));
+        }
+        reply.pop();
+        let mut out = io::stdout().lock();
+        let _ = out.write_all(&reply);
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_udp(args: UdpEchoArgs) -> Result<ExitCode, String> {
+    let timeout = Duration::try_from_secs_f64(args.timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or("--timeout must be a positive number of seconds")?;
+    let local: SocketAddr = if args.addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+    let socket = UdpSocket::bind(local).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
+    socket.connect(args.addr).map_err(|e| format!("cannot reach {}: {e}", args.addr))?;
+    socket.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 65_536];
+    let mut missed = 0u32;
+    for line in lines("> ") {
+        let line = line.map_err(|e| format!("reading stdin: {e}"))?;
+        socket.send(line.as_bytes()).map_err(|e| format!("sending to {}: {e}", args.addr))?;
+        match socket.recv(&mut buf) {
+            Ok(n) => {
+                let mut out = io::stdout().lock();
+                let _ = out.write_all(&buf[..n]);
+                let _ = out.write_all(b"\n");
+                let _ = out.flush();
+            }
+            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+                eprintln!("no reply from {} within {:?}", args.addr, timeout);
+                missed += 1;
+            }
+            Err(e) => {
+                eprintln!("no reply from {}: {e}", args.addr);
+                missed += 1;
+            }
+        }
+    }
+    Ok(if missed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,119 @@
+//! `wireloop serve`: wires every service into one event loop, prints one
+//! `listening <name> <tcp|udp> <ip:port>` line per socket, and stops
+//! gracefully on SIGINT or SIGTERM (a second signal exits at once).
+
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use log::info;
+use wireloop::{services, Bound, Config, EventLoop};
+
+use super::parse_addr;
+
+/// Every service `serve` knows, in the order it binds them.
+const SERVICES: &[&str] = &["echo", "udp-echo"];
+
+#[derive(Debug, Args)]
+#[command(after_help = "Each service has a flag `--<name> ADDR`; `--only` picks which run.\n\
+    Example: wireloop serve --only echo --echo 127.0.0.1:9000")]
+pub struct ServeArgs {
+    /// TCP uppercase echo: every byte answered at once with its uppercase form.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = parse_addr)]
+    echo: SocketAddr,
+    /// UDP uppercase echo: one datagram in, one uppercase datagram out.
+    #[arg(long = "udp-echo", value_name = "ADDR", default_value = "127.0.0.1:8081", value_parser = parse_addr)]
+    udp_echo: SocketAddr,
+    /// Run only these services (comma-separated), e.g. `--only echo,udp-echo`.
+    #[arg(long, value_delimiter = ',', value_name = "NAME[,NAME...]", value_parser = clap::builder::PossibleValuesParser::new(SERVICES))]
+    only: Option<Vec<String>>,
+    /// Listen backlog for TCP services.
+    #[arg(long, default_value_t = 1024)]
+    backlog: u32,
+    /// Stop reading from a client while this many reply bytes wait unsent.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    high_water: usize,
+    /// Resume reading once unsent replies fall to this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
+    low_water: usize,
+    /// On SIGINT/SIGTERM, seconds allowed to flush pending replies.
+    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
+    grace: f64,
+}
+
+type Install = Box<dyn FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound>>;
+
+/// (name, transport, address, how to add it to the loop)
+fn plan(args: &ServeArgs) -> Vec<(&'static str, &'static str, SocketAddr, Install)> {
+    let all: Vec<(&'static str, &'static str, SocketAddr, Install)> = vec![
+        ("echo", "tcp", args.echo, Box::new(|lp, a| lp.listen(a, services::echo::service()))),
+        ("udp-echo", "udp", args.udp_echo, Box::new(|lp, a| lp.bind_udp(a, services::udp_echo::answer))),
+    ];
+    all.into_iter()
+        .filter(|(name, ..)| args.only.as_ref().map_or(true, |only| only.iter().any(|o| o == name)))
+        .collect()
+}
+
+pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
+    if args.low_water > args.high_water {
+        return Err("--low-water must not exceed --high-water".into());
+    }
+    let grace = Duration::try_from_secs_f64(args.grace).map_err(|_| "--grace must be a number of seconds")?;
+    raise_fd_limit();
+    let cfg = Config { backlog: args.backlog, high_water: args.high_water, low_water: args.low_water, ..Config::default() };
+    let mut lp = EventLoop::new(cfg).map_err(|e| format!("cannot create the event loop: {e}"))?;
+    let mut stdout = io::stdout().lock();
+    for (name, transport, addr, install) in plan(&args) {
+        let bound = install(&mut lp, addr).map_err(|e| format!("cannot bind {name} ({transport}) on {addr}: {e}"))?;
+        writeln!(stdout, "listening {name} {transport} {}", bound.addr).map_err(|e| e.to_string())?;
+    }
+    stdout.flush().map_err(|e| e.to_string())?;
+    drop(stdout);
+    watch_signals(lp.handle())?;
+    lp.run(grace).map_err(|e| format!("event loop failed: {e}"))?;
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// First SIGINT/SIGTERM: graceful stop. Second: exit at once.
+fn watch_signals(handle: wireloop::Handle) -> Result<(), String> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot watch signals: {e}"))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for sig in signals.forever() {
+                seen += 1;
+                if seen == 1 {
+                    info!("signal {sig}: stopping (send again to exit at once)");
+                    handle.stop();
+                } else {
+                    eprintln!("wireloop: second signal, exiting now");
+                    std::process::exit(1);
+                }
+            }
+        })
+        .map_err(|e| format!("cannot start the signal thread: {e}"))?;
+    Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit, so the server can
+/// hold as many connections as the system allows.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
+            return;
+        }
+        let from = lim.rlim_cur;
+        lim.rlim_cur = lim.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
+            info!("raised the open-file limit from {from} to {}", lim.rlim_cur);
+        }
+    }
+}

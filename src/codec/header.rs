@@ -1,0 +1,1 @@
+//! JSON header + streamed body (in progress).

@@ -1,0 +1,54 @@
+//! Loop settings: every bound on what a peer can make the server hold.
+
+use std::time::Duration;
+
+/// Settings for an [`crate::EventLoop`]. `Config::default()` is a safe start.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Stop reading from a connection while its unsent output exceeds this.
+    pub high_water: usize,
+    /// Resume reading once unsent output falls to this or below.
+    pub low_water: usize,
+    /// Most bytes read from one connection per readiness event, so that one
+    /// fast sender cannot starve the others; the rest is read next pass.
+    pub read_budget: usize,
+    /// Most bytes written to one connection per readiness event.
+    pub write_budget: usize,
+    /// Most datagrams received from one UDP socket (or connections accepted
+    /// from one listener) per readiness event.
+    pub batch_budget: usize,
+    /// Unparsed input one connection may hold. Codecs bound themselves; this
+    /// is the loop's backstop for a handler that never consumes.
+    pub max_input: usize,
+    /// Listen backlog for TCP listeners.
+    pub backlog: u32,
+    /// UDP replies kept while the socket's send buffer is full; more are
+    /// dropped and counted.
+    pub udp_queue: usize,
+    /// How long a closing connection keeps reading and discarding input after
+    /// its error reply, so the peer reads the reply instead of a reset.
+    pub linger_time: Duration,
+    /// How many bytes it discards at most while lingering.
+    pub linger_bytes: usize,
+    /// How long to wait before accepting again after running out of file
+    /// descriptors.
+    pub accept_retry: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            high_water: 1024 * 1024,
+            low_water: 256 * 1024,
+            read_budget: 256 * 1024,
+            write_budget: 256 * 1024,
+            batch_budget: 256,
+            max_input: 16 * 1024 * 1024 + 64 * 1024,
+            backlog: 1024,
+            udp_queue: 1024,
+            linger_time: Duration::from_secs(5),
+            linger_bytes: 1024 * 1024,
+            accept_retry: Duration::from_millis(100),
+        }
+    }
+}

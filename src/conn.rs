@@ -1,0 +1,301 @@
+//! One TCP connection: its socket, its two buffers, its handler, and the
+//! lifecycle state machine that decides when to read, write and close.
+//!
+//! ```text
+//!            out > high_water                 out <= low_water
+//!   Open ─────────────────────────▶ Paused ─────────────────────▶ Open
+//!    │ peer EOF, handler Continue                                   │
+//!    ├──────────────────────────▶ HalfClosed                        │
+//!    │ handler Close (or EOF + Close, or input over max_input)      │
+//!    └──────────────────────────▶ Flushing { linger } ◀─────────────┘
+//!                                   │ out empty
+//!                 linger == false   │   linger == true (peer still sending)
+//!                     Closed ◀──────┴──────▶ Lingering ──EOF, cap or deadline──▶ Closed
+//! ```
+//!
+//! Invariants:
+//! * Every state change goes through [`Conn::set_state`], which traces
+//!   `from => to` with the token.
+//! * Reading happens only in `Open` (and, to discard, in `Lingering`).
+//! * The registered interest includes `WRITABLE` iff output is waiting.
+//! * Unconsumed input never exceeds `max_input` (the codecs bound it far
+//!   lower); one read adds at most one scratch buffer's worth.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr};
+use std::time::Instant;
+
+use log::trace;
+use mio::net::TcpStream;
+use mio::{Interest, Registry, Token};
+
+use crate::buffer::{InBuf, OutBuf};
+use crate::config::Config;
+use crate::service::{Context, Flow, Handler, Input};
+
+/// Where a connection is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnState {
+    /// Reading and writing.
+    Open,
+    /// Not reading: unsent output is over the high-water mark.
+    Paused,
+    /// The peer sent EOF; the handler still has output to produce.
+    HalfClosed,
+    /// Writing what is left, then closing (lingering if the peer may still send).
+    Flushing { linger: bool },
+    /// Our side is shut down; discarding input until EOF, a cap or a deadline.
+    Lingering { deadline: Instant, discarded: usize },
+    /// Done: the loop deregisters and removes the connection.
+    Closed,
+}
+
+/// What an I/O pass left behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Pass {
+    /// The socket said `WouldBlock` (or there was nothing to do).
+    Idle,
+    /// A budget ran out while the socket may still be ready: run again soon.
+    More,
+}
+
+pub(crate) struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    handler: Box<dyn Handler>,
+    inbuf: InBuf,
+    out: OutBuf,
+    state: ConnState,
+    interest: Interest,
+    peer_eof: bool,
+}
+
+impl Conn {
+    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, handler: Box<dyn Handler>) -> Self {
+        Conn {
+            stream,
+            peer,
+            handler,
+            inbuf: InBuf::default(),
+            out: OutBuf::default(),
+            state: ConnState::Open,
+            interest: Interest::READABLE,
+            peer_eof: false,
+        }
+    }
+
+    pub(crate) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        registry.register(&mut self.stream, token, self.interest)
+    }
+
+    pub(crate) fn deregister(&mut self, registry: &Registry) {
+        let _ = registry.deregister(&mut self.stream);
+    }
+
+    pub(crate) fn state(&self) -> ConnState {
+        self.state
+    }
+
+    pub(crate) fn has_output(&self) -> bool {
+        !self.out.is_empty()
+    }
+
+    /// The one place a connection changes state.
+    pub(crate) fn set_state(&mut self, token: Token, to: ConnState) {
+        if self.state != to {
+            trace!("conn {}: {:?} => {:?}", token.0, self.state, to);
+            self.state = to;
+        }
+    }
+
+    /// Reads until `WouldBlock` or the budget, feeding the handler after
+    /// every read. Errors (resets) mean the connection is dead.
+    pub(crate) fn read_ready(&mut self, token: Token, scratch: &mut [u8], cfg: &Config) -> io::Result<Pass> {
+        let mut budget = cfg.read_budget;
+        loop {
+            match self.state {
+                ConnState::Open => {}
+                ConnState::Lingering { .. } => return self.discard(token, scratch, cfg),
+                _ => return Ok(Pass::Idle),
+            }
+            let n = match self.stream.read(scratch) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Pass::Idle),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            trace!("conn {}: read {} bytes (buffered {})", token.0, n, self.inbuf.len());
+            if n == 0 {
+                self.peer_eof = true;
+                let flow = self.feed(token, &[], true);
+                self.after_feed(token, flow, cfg);
+                return Ok(Pass::Idle);
+            }
+            let flow = self.feed(token, &scratch[..n], false);
+            self.after_feed(token, flow, cfg);
+            budget = budget.saturating_sub(n);
+            if budget == 0 {
+                return Ok(Pass::More);
+            }
+        }
+    }
+
+    /// Hands buffered input plus `fresh` bytes to the handler, keeping what it
+    /// leaves unconsumed.
+    fn feed(&mut self, token: Token, fresh: &[u8], eof: bool) -> Flow {
+        let mut cx = Context::new(&mut self.out, token, self.peer);
+        let handler = &mut self.handler;
+        let mut call = |input: &mut Input<'_>, cx: &mut Context<'_>| {
+            if eof {
+                handler.on_eof(input, cx)
+            } else {
+                handler.on_data(input, cx)
+            }
+        };
+        if self.inbuf.is_empty() {
+            // Fast path: parse straight from the scratch buffer, keep only the tail.
+            let mut input = Input::new(fresh);
+            let flow = call(&mut input, &mut cx);
+            let rest = &fresh[input.consumed()..];
+            if !rest.is_empty() {
+                self.inbuf.keep_tail(rest);
+            }
+            flow
+        } else {
+            self.inbuf.extend(fresh);
+            let mut input = Input::new(self.inbuf.data());
+            let flow = call(&mut input, &mut cx);
+            let used = input.consumed();
+            self.inbuf.consume(used);
+            flow
+        }
+    }
+
+    fn after_feed(&mut self, token: Token, flow: Flow, cfg: &Config) {
+        let next = match flow {
+            Flow::Close => ConnState::Flushing { linger: !self.peer_eof },
+            Flow::Continue if self.peer_eof => ConnState::HalfClosed,
+            Flow::Continue if self.inbuf.len() > cfg.max_input => {
+                log::warn!(
+                    "conn {} ({}): {} bytes of unparsed input exceed the limit of {}; closing",
+                    token.0,
+                    self.peer,
+                    self.inbuf.len(),
+                    cfg.max_input
+                );
+                ConnState::Flushing { linger: true }
+            }
+            Flow::Continue if self.out.len() > cfg.high_water => ConnState::Paused,
+            Flow::Continue => ConnState::Open,
+        };
+        self.set_state(token, next);
+    }
+
+    /// Lingering: read and throw away input until EOF, the byte cap, or (via
+    /// the loop's timer) the deadline.
+    fn discard(&mut self, token: Token, scratch: &mut [u8], cfg: &Config) -> io::Result<Pass> {
+        loop {
+            let ConnState::Lingering { deadline, discarded } = self.state else {
+                return Ok(Pass::Idle);
+            };
+            match self.stream.read(scratch) {
+                Ok(0) => {
+                    self.set_state(token, ConnState::Closed);
+                    return Ok(Pass::Idle);
+                }
+                Ok(n) => {
+                    let discarded = discarded.saturating_add(n);
+                    trace!("conn {}: lingering, discarded {} bytes", token.0, n);
+                    let next = if discarded >= cfg.linger_bytes {
+                        ConnState::Closed
+                    } else {
+                        ConnState::Lingering { deadline, discarded }
+                    };
+                    self.set_state(token, next);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Pass::Idle),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Writes unsent output until `WouldBlock`, empty, or the budget.
+    pub(crate) fn write_ready(&mut self, token: Token, cfg: &Config) -> io::Result<Pass> {
+        let mut budget = cfg.write_budget;
+        while !self.out.is_empty() {
+            let unsent = self.out.unsent();
+            let chunk = &unsent[..unsent.len().min(budget)];
+            match self.stream.write(chunk) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.out.advance(n);
+                    trace!("conn {}: wrote {} bytes ({} left)", token.0, n, self.out.len());
+                    budget -= n;
+                    if budget == 0 && !self.out.is_empty() {
+                        return Ok(Pass::More);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Pass::Idle),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(Pass::Idle)
+    }
+
+    /// State changes that follow from how much output is left. Returns
+    /// `Pass::More` when reading resumed and the socket must be read again
+    /// (readiness is edge-triggered, so no new event would come for bytes
+    /// already waiting).
+    pub(crate) fn after_write(&mut self, token: Token, cfg: &Config) -> Pass {
+        match self.state {
+            ConnState::Paused if self.out.len() <= cfg.low_water => {
+                self.set_state(token, ConnState::Open);
+                return Pass::More;
+            }
+            ConnState::Flushing { linger } if self.out.is_empty() => {
+                if linger {
+                    // Send our FIN now; keep reading so the peer gets the
+                    // reply and a clean close, not a reset.
+                    let _ = self.stream.shutdown(Shutdown::Write);
+                    let deadline = Instant::now() + cfg.linger_time;
+                    self.set_state(token, ConnState::Lingering { deadline, discarded: 0 });
+                    return Pass::More;
+                }
+                self.set_state(token, ConnState::Closed);
+            }
+            _ => {}
+        }
+        Pass::Idle
+    }
+
+    /// Stops reading, so that the connection flushes and closes (shutdown).
+    pub(crate) fn begin_close(&mut self, token: Token) {
+        if matches!(self.state, ConnState::Open | ConnState::Paused | ConnState::HalfClosed) {
+            self.set_state(token, ConnState::Flushing { linger: false });
+        }
+    }
+
+    /// Re-registers if the wanted interest changed.
+    pub(crate) fn sync_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+        let reading = matches!(self.state, ConnState::Open | ConnState::Lingering { .. });
+        let want = match (reading, self.has_output()) {
+            (true, true) => Interest::READABLE | Interest::WRITABLE,
+            (false, true) => Interest::WRITABLE,
+            // Nothing to wait for from the socket (half-closed, idle): keep
+            // READABLE so a reset is still noticed.
+            _ => Interest::READABLE,
+        };
+        if want != self.interest {
+            trace!("conn {}: interest {:?} => {:?}", token.0, self.interest, want);
+            registry.reregister(&mut self.stream, token, want)?;
+            self.interest = want;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+}

@@ -1,0 +1,532 @@
+//! The event loop: one thread, one `mio::Poll`, and a slab of sources.
+//!
+//! ```text
+//!  kernel ──readiness──▶ poll_once ──token = slab key──▶ Slab<Source>
+//!                           │                              ├ Listener ─accept─▶ new Conn
+//!                           │                              ├ Conn  ─read─▶ Handler ─▶ out ─write─▶
+//!                           │                              └ Udp   ─recv─▶ DatagramService ─▶ send/queue
+//!                           ├─▶ pending: sources whose budget ran out, run again next pass
+//!                           └─▶ timers: lingering deadlines, accept retries
+//!  Handle (Send + Clone) ──Waker──▶ stop / wake / run a task on the loop thread
+//! ```
+//!
+//! Rules the loop keeps:
+//! * Readiness is edge-triggered: every source is read (or accepted, or
+//!   received) until `WouldBlock`, or until its per-event budget runs out, in
+//!   which case its token goes on the `pending` queue and is run again on the
+//!   next pass (with a zero poll timeout), so one busy peer cannot starve the
+//!   rest. `Interrupted` is retried everywhere.
+//! * An event whose token is not in the slab is ignored: its source already
+//!   closed. (A reused token may get one spurious event; every source
+//!   tolerates readiness that turns out to be `WouldBlock`.)
+//! * After a handler runs, its output is written at once; `WRITABLE` interest
+//!   is registered only while bytes remain.
+//! * A connection that reaches `Closed` is deregistered and removed here, and
+//!   nowhere else.
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use log::{debug, trace, warn};
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token, Waker};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::conn::{Conn, ConnState, Pass};
+use crate::listener;
+use crate::service::{DatagramService, Service};
+use crate::timer::{TimerKind, Timers};
+use crate::udp::{UdpSource, UdpStats};
+
+const WAKER: Token = Token(usize::MAX);
+/// Big enough for any UDP datagram over IPv4 (65,507 bytes of payload).
+const SCRATCH: usize = 64 * 1024;
+
+/// Identifies a listener, UDP socket or connection on one loop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SourceId(pub usize);
+
+/// A socket the loop bound: its id and its real local address (the real port
+/// when port 0 was asked for).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bound {
+    /// The source's id on the loop.
+    pub id: SourceId,
+    /// The address it is bound to.
+    pub addr: SocketAddr,
+}
+
+/// Counters over the life of a loop.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Stats {
+    /// TCP connections accepted.
+    pub accepted: u64,
+    /// TCP connections closed.
+    pub closed: u64,
+    /// Connections closed by a socket error (reset, broken pipe).
+    pub errors: u64,
+    /// Times accepting paused because file descriptors ran out.
+    pub accept_pauses: u64,
+}
+
+type Task = Box<dyn FnOnce(&mut EventLoop) + Send>;
+
+struct Shared {
+    stop: AtomicBool,
+    tasks: Mutex<Vec<Task>>,
+}
+
+/// A thread-safe handle to an [`EventLoop`]: stop it, wake it, or run code
+/// on its thread. Cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    waker: Arc<Waker>,
+    shared: Arc<Shared>,
+}
+
+impl fmt::Debug for Handle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Handle").finish_non_exhaustive()
+    }
+}
+
+impl Handle {
+    /// Asks the loop to stop: [`EventLoop::run`] then stops accepting,
+    /// flushes pending replies (bounded by its grace period) and returns.
+    pub fn stop(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        self.wake();
+    }
+
+    /// Wakes a loop blocked in `poll`.
+    pub fn wake(&self) {
+        if let Err(e) = self.waker.wake() {
+            warn!("waking the loop failed: {e}");
+        }
+    }
+
+    /// Runs `task` on the loop's thread at its next pass, for example to add
+    /// a listener while the loop runs.
+    pub fn submit(&self, task: impl FnOnce(&mut EventLoop) + Send + 'static) {
+        self.shared
+            .tasks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Box::new(task));
+        self.wake();
+    }
+}
+
+struct ListenerSource {
+    listener: TcpListener,
+    service: Box<dyn Service>,
+    paused: bool,
+}
+
+enum Source {
+    Listener(ListenerSource),
+    Conn(Conn),
+    Udp(UdpSource),
+}
+
+/// One thread's event loop. See the module docs for its rules.
+pub struct EventLoop {
+    poll: Poll,
+    events: Option<Events>,
+    sources: Slab<Source>,
+    pending: VecDeque<Token>,
+    timers: Timers,
+    scratch: Vec<u8>,
+    reply: Vec<u8>,
+    cfg: Config,
+    handle: Handle,
+    stats: Stats,
+}
+
+impl fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("sources", &self.sources.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EventLoop {
+    /// Creates a loop with the given settings.
+    pub fn new(cfg: Config) -> io::Result<Self> {
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let shared = Arc::new(Shared { stop: AtomicBool::new(false), tasks: Mutex::new(Vec::new()) });
+        Ok(EventLoop {
+            poll,
+            events: Some(Events::with_capacity(1024)),
+            sources: Slab::new(),
+            pending: VecDeque::new(),
+            timers: Timers::default(),
+            scratch: vec![0; SCRATCH],
+            reply: Vec::new(),
+            cfg,
+            handle: Handle { waker, shared },
+            stats: Stats::default(),
+        })
+    }
+
+    /// A handle for other threads.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// The loop's settings.
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Open TCP connections.
+    pub fn connections(&self) -> usize {
+        self.sources.iter().filter(|(_, s)| matches!(s, Source::Conn(_))).count()
+    }
+
+    /// Counters of a UDP socket.
+    pub fn udp_stats(&self, id: SourceId) -> Option<UdpStats> {
+        match self.sources.get(id.0) {
+            Some(Source::Udp(u)) => Some(u.stats),
+            _ => None,
+        }
+    }
+
+    /// True once [`Handle::stop`] was called.
+    pub fn stop_requested(&self) -> bool {
+        self.handle.shared.stop.load(Ordering::SeqCst)
+    }
+
+    /// Binds a TCP listener (with `SO_REUSEADDR`) and serves it with `service`.
+    pub fn listen(&mut self, addr: SocketAddr, service: impl Service + 'static) -> io::Result<Bound> {
+        let listener = listener::bind_tcp(addr, self.cfg.backlog)?;
+        self.add_listener(listener, Box::new(service))
+    }
+
+    /// Serves an already bound, non-blocking listener.
+    pub fn add_listener(&mut self, mut listener: TcpListener, service: Box<dyn Service>) -> io::Result<Bound> {
+        let addr = listener.local_addr()?;
+        let entry = self.sources.vacant_entry();
+        let token = Token(entry.key());
+        self.poll.registry().register(&mut listener, token, Interest::READABLE)?;
+        entry.insert(Source::Listener(ListenerSource { listener, service, paused: false }));
+        debug!("listener {} on {}", token.0, addr);
+        Ok(Bound { id: SourceId(token.0), addr })
+    }
+
+    /// Binds a UDP socket and serves it with `service`.
+    pub fn bind_udp(&mut self, addr: SocketAddr, service: impl DatagramService + 'static) -> io::Result<Bound> {
+        let socket = listener::bind_udp(addr)?;
+        let mut udp = UdpSource::new(socket, Box::new(service), self.cfg.udp_queue);
+        let addr = udp.local_addr()?;
+        let entry = self.sources.vacant_entry();
+        let token = Token(entry.key());
+        udp.register(self.poll.registry(), token)?;
+        entry.insert(Source::Udp(udp));
+        debug!("udp {} on {}", token.0, addr);
+        Ok(Bound { id: SourceId(token.0), addr })
+    }
+
+    /// Closes a listener or UDP socket (or aborts a connection).
+    pub fn remove(&mut self, id: SourceId) {
+        if self.sources.contains(id.0) {
+            self.close(Token(id.0));
+        }
+    }
+
+    /// Runs until [`Handle::stop`], then shuts down gracefully, giving
+    /// pending replies up to `grace` to flush.
+    pub fn run(&mut self, grace: Duration) -> io::Result<()> {
+        while !self.stop_requested() {
+            self.poll_once(None)?;
+        }
+        self.shutdown(grace)
+    }
+
+    /// Runs one pass: waits for readiness (at most `timeout`; `None` waits
+    /// for an event, a due timer or a wake-up), then serves every ready source,
+    /// pending source and due timer once.
+    pub fn poll_once(&mut self, timeout: Option<Duration>) -> io::Result<()> {
+        let timeout = self.effective_timeout(timeout);
+        let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(1024));
+        let polled = self.poll.poll(&mut events, timeout);
+        if let Err(e) = polled {
+            self.events = Some(events);
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+        }
+        for ev in events.iter() {
+            let token = ev.token();
+            if token == WAKER {
+                self.run_tasks();
+                continue;
+            }
+            let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
+            let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
+            self.drive(token, readable, writable);
+        }
+        self.events = Some(events);
+        for _ in 0..self.pending.len() {
+            if let Some(token) = self.pending.pop_front() {
+                self.drive(token, true, true);
+            }
+        }
+        self.fire_timers();
+        Ok(())
+    }
+
+    fn effective_timeout(&self, timeout: Option<Duration>) -> Option<Duration> {
+        if !self.pending.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        match self.timers.next_deadline() {
+            None => timeout,
+            Some(at) => {
+                let until = at.saturating_duration_since(Instant::now());
+                Some(timeout.map_or(until, |t| t.min(until)))
+            }
+        }
+    }
+
+    fn run_tasks(&mut self) {
+        let tasks = std::mem::take(&mut *self.handle.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for task in tasks {
+            task(self);
+        }
+    }
+
+    /// Serves one source. Stale tokens are ignored.
+    fn drive(&mut self, token: Token, readable: bool, writable: bool) {
+        let more = match self.sources.get(token.0) {
+            None => return,
+            Some(Source::Listener(_)) => readable && self.accept(token),
+            Some(Source::Conn(_)) => self.drive_conn(token, readable),
+            Some(Source::Udp(_)) => self.drive_udp(token, readable, writable),
+        };
+        if more {
+            self.pending.push_back(token);
+        }
+    }
+
+    /// Accepts until `WouldBlock`, the batch budget, or descriptor exhaustion.
+    fn accept(&mut self, token: Token) -> bool {
+        for _ in 0..self.cfg.batch_budget {
+            let Some(Source::Listener(l)) = self.sources.get_mut(token.0) else { return false };
+            if l.paused {
+                return false;
+            }
+            let (stream, peer) = match l.listener.accept() {
+                Ok(pair) => pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) if is_resource_exhaustion(&e) => {
+                    // Stop accepting and retry on a timer (nginx's approach):
+                    // neither a busy loop nor a stall.
+                    warn!("listener {}: accept failed ({e}); retrying in {:?}", token.0, self.cfg.accept_retry);
+                    l.paused = true;
+                    self.stats.accept_pauses += 1;
+                    let at = Instant::now() + self.cfg.accept_retry;
+                    self.timers.schedule(at, token, TimerKind::AcceptRetry);
+                    return false;
+                }
+                Err(e) => {
+                    debug!("listener {}: accept error {e}", token.0);
+                    continue;
+                }
+            };
+            if let Err(e) = stream.set_nodelay(true) {
+                debug!("set TCP_NODELAY for {peer}: {e}");
+            }
+            let handler = l.service.accept(peer);
+            let entry = self.sources.vacant_entry();
+            let conn_token = Token(entry.key());
+            let mut conn = Conn::new(stream, peer, handler);
+            if let Err(e) = conn.register(self.poll.registry(), conn_token) {
+                warn!("registering a connection from {peer} failed: {e}");
+                continue;
+            }
+            entry.insert(Source::Conn(conn));
+            self.stats.accepted += 1;
+            trace!("listener {}: accepted conn {} from {}", token.0, conn_token.0, peer);
+        }
+        true
+    }
+
+    /// Reads, lets the handler answer, writes at once, then settles state,
+    /// interest and removal. Returns true if the connection needs another pass.
+    fn drive_conn(&mut self, token: Token, readable: bool) -> bool {
+        let Some(Source::Conn(conn)) = self.sources.get_mut(token.0) else { return false };
+        let mut more = false;
+        let result = (|| -> io::Result<()> {
+            if readable {
+                more |= conn.read_ready(token, &mut self.scratch, &self.cfg)? == Pass::More;
+            }
+            for round in 0..2 {
+                more |= conn.write_ready(token, &self.cfg)? == Pass::More;
+                let was_lingering = matches!(conn.state(), ConnState::Lingering { .. });
+                let after = conn.after_write(token, &self.cfg);
+                if let ConnState::Lingering { deadline, .. } = conn.state() {
+                    if !was_lingering {
+                        self.timers.schedule(deadline, token, TimerKind::Linger);
+                    }
+                }
+                if after == Pass::Idle {
+                    break;
+                }
+                if round == 1 {
+                    // Still changing: finish on the next pass, fairly.
+                    more = true;
+                    break;
+                }
+                // Reading resumed, or lingering began: read what is waiting,
+                // since no new edge will announce it.
+                more |= conn.read_ready(token, &mut self.scratch, &self.cfg)? == Pass::More;
+            }
+            if conn.state() == ConnState::Closed {
+                return Ok(());
+            }
+            conn.sync_interest(self.poll.registry(), token)
+        })();
+        match result {
+            Err(e) => {
+                debug!("conn {} ({}): {}", token.0, conn.peer(), e);
+                self.stats.errors += 1;
+                self.close(token);
+                false
+            }
+            Ok(()) if conn.state() == ConnState::Closed => {
+                self.close(token);
+                false
+            }
+            Ok(()) => more,
+        }
+    }
+
+    fn drive_udp(&mut self, token: Token, readable: bool, writable: bool) -> bool {
+        let Some(Source::Udp(udp)) = self.sources.get_mut(token.0) else { return false };
+        let budget = self.cfg.batch_budget;
+        let mut more = false;
+        if writable || udp.has_queued() {
+            more |= udp.write_ready(token, budget) == Pass::More;
+        }
+        if readable {
+            match udp.read_ready(token, &mut self.scratch, &mut self.reply, budget) {
+                Ok(p) => more |= p == Pass::More,
+                Err(e) => warn!("udp {}: {e}", token.0),
+            }
+        }
+        if let Err(e) = udp.sync_interest(self.poll.registry(), token) {
+            warn!("udp {}: reregister failed: {e}", token.0);
+        }
+        more
+    }
+
+    fn fire_timers(&mut self) {
+        let now = Instant::now();
+        while let Some((token, kind)) = self.timers.pop_due(now) {
+            match (kind, self.sources.get_mut(token.0)) {
+                (TimerKind::Linger, Some(Source::Conn(conn))) => {
+                    if let ConnState::Lingering { deadline, .. } = conn.state() {
+                        if deadline <= now {
+                            conn.set_state(token, ConnState::Closed);
+                            self.close(token);
+                        }
+                    }
+                }
+                (TimerKind::AcceptRetry, Some(Source::Listener(l))) => {
+                    l.paused = false;
+                    if self.accept(token) {
+                        self.pending.push_back(token);
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Deregisters and removes a source. The one place sources leave the slab.
+    fn close(&mut self, token: Token) {
+        let Some(source) = self.sources.try_remove(token.0) else { return };
+        let registry = self.poll.registry();
+        match source {
+            Source::Conn(mut c) => {
+                c.deregister(registry);
+                self.stats.closed += 1;
+                trace!("conn {}: closed ({})", token.0, c.peer());
+            }
+            Source::Listener(mut l) => {
+                let _ = registry.deregister(&mut l.listener);
+                debug!("listener {}: closed", token.0);
+            }
+            Source::Udp(mut u) => {
+                u.deregister(registry);
+                debug!("udp {}: closed", token.0);
+            }
+        }
+    }
+
+    /// Graceful shutdown: stop accepting, stop reading, flush what is queued
+    /// (for at most `grace`), then close everything.
+    pub fn shutdown(&mut self, grace: Duration) -> io::Result<()> {
+        let deadline = Instant::now() + grace;
+        let listeners: Vec<usize> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| matches!(s, Source::Listener(_)))
+            .map(|(k, _)| k)
+            .collect();
+        for key in listeners {
+            self.close(Token(key));
+        }
+        let conns: Vec<usize> = self
+            .sources
+            .iter()
+            .filter(|(_, s)| matches!(s, Source::Conn(_)))
+            .map(|(k, _)| k)
+            .collect();
+        for key in conns {
+            if let Some(Source::Conn(c)) = self.sources.get_mut(key) {
+                c.begin_close(Token(key));
+            }
+            self.drive(Token(key), false, true);
+        }
+        while self.has_unflushed() {
+            let now = Instant::now();
+            if now >= deadline {
+                warn!("shutdown: grace period over with output still unsent");
+                break;
+            }
+            self.poll_once(Some(deadline - now))?;
+        }
+        let keys: Vec<usize> = self.sources.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(Token(key));
+        }
+        Ok(())
+    }
+
+    fn has_unflushed(&self) -> bool {
+        self.sources.iter().any(|(_, s)| match s {
+            Source::Conn(c) => c.has_output() || matches!(c.state(), ConnState::Lingering { .. }),
+            Source::Udp(u) => u.has_queued(),
+            Source::Listener(_) => false,
+        })
+    }
+}
+
+fn is_resource_exhaustion(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}

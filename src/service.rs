@@ -1,0 +1,161 @@
+//! The service API: the small set of traits a protocol implements to run on
+//! the loop.
+//!
+//! A TCP protocol is two pieces:
+//!
+//! * a [`Service`], which lives as long as its listener and makes one
+//!   [`Handler`] per accepted connection;
+//! * the [`Handler`], the connection's protocol state machine. The loop calls
+//!   it with every byte it has buffered and not yet consumed ([`Input`]), and the
+//!   handler answers by appending to the output buffer ([`Context::out`]) and
+//!   returning a [`Flow`].
+//!
+//! A UDP protocol is one [`DatagramService`]: one datagram in, at most one
+//! reply out.
+//!
+//! Rules a handler can rely on, and must keep:
+//! * Bytes it does not [`Input::consume`] are offered again, with whatever
+//!   arrived since, on the next call. So "need more" is simply: consume nothing
+//!   (or only the complete messages) and return [`Flow::Continue`].
+//! * A handler never blocks and never does I/O on the socket: the loop reads
+//!   and writes. Output appended is written as soon as the call returns.
+//! * Returning [`Flow::Close`] asks the loop to flush what was appended and
+//!   then close. An error reply written before `Close` reaches the peer.
+
+use std::net::SocketAddr;
+
+use mio::Token;
+
+use crate::buffer::OutBuf;
+
+/// What a handler wants after a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep the connection open and keep reading.
+    Continue,
+    /// Stop reading, flush the output, then close the connection.
+    Close,
+}
+
+/// The bytes a connection has buffered and not yet consumed.
+#[derive(Debug)]
+pub struct Input<'a> {
+    data: &'a [u8],
+    consumed: usize,
+}
+
+impl<'a> Input<'a> {
+    /// Wraps a byte slice, for driving a handler outside the loop (tests).
+    pub fn new(data: &'a [u8]) -> Self {
+        Input { data, consumed: 0 }
+    }
+
+    /// The unconsumed bytes: leftovers from earlier calls, then the new ones.
+    pub fn bytes(&self) -> &'a [u8] {
+        &self.data[self.consumed..]
+    }
+
+    /// Marks the first `n` unconsumed bytes as used.
+    ///
+    /// # Panics
+    /// If `n` is more than [`Input::bytes`] holds.
+    pub fn consume(&mut self, n: usize) {
+        assert!(n <= self.data.len() - self.consumed, "consumed past input");
+        self.consumed += n;
+    }
+
+    /// How many bytes were consumed in total.
+    pub fn consumed(&self) -> usize {
+        self.consumed
+    }
+}
+
+/// What a handler may touch during a call: its output buffer and facts about
+/// its connection.
+#[derive(Debug)]
+pub struct Context<'a> {
+    out: &'a mut OutBuf,
+    token: Token,
+    peer: SocketAddr,
+}
+
+impl<'a> Context<'a> {
+    /// Builds a context, for driving a handler outside the loop (tests).
+    pub fn new(out: &'a mut OutBuf, token: Token, peer: SocketAddr) -> Self {
+        Context { out, token, peer }
+    }
+
+    /// The output buffer. Bytes appended here are written when the call
+    /// returns; [`OutBuf::len`] tells how much is still unsent.
+    pub fn out(&mut self) -> &mut OutBuf {
+        self.out
+    }
+
+    /// The connection's token, for log lines.
+    pub fn token(&self) -> Token {
+        self.token
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+}
+
+/// A connection's protocol state machine.
+pub trait Handler {
+    /// Bytes arrived. `input` holds everything unconsumed so far.
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow;
+
+    /// The peer shut down its sending side. `input` holds what is still
+    /// unconsumed; replies appended now are still delivered. The default
+    /// closes after flushing.
+    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        let _ = (input, cx);
+        Flow::Close
+    }
+}
+
+/// Makes a [`Handler`] for each accepted connection.
+///
+/// Any `FnMut(SocketAddr) -> H` closure is a service.
+pub trait Service {
+    /// A connection from `peer` was accepted.
+    fn accept(&mut self, peer: SocketAddr) -> Box<dyn Handler>;
+}
+
+impl<F, H> Service for F
+where
+    F: FnMut(SocketAddr) -> H,
+    H: Handler + 'static,
+{
+    fn accept(&mut self, peer: SocketAddr) -> Box<dyn Handler> {
+        Box::new(self(peer))
+    }
+}
+
+/// Whether a datagram service answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Send the reply buffer (which may be empty) back to the sender.
+    Send,
+    /// Send nothing.
+    Ignore,
+}
+
+/// A UDP protocol: one datagram in, at most one datagram out.
+///
+/// Any `FnMut(&[u8], SocketAddr, &mut Vec<u8>) -> Reply` closure is one.
+pub trait DatagramService {
+    /// A datagram arrived from `peer`. `reply` is empty on entry.
+    fn on_datagram(&mut self, data: &[u8], peer: SocketAddr, reply: &mut Vec<u8>) -> Reply;
+}
+
+impl<F> DatagramService for F
+where
+    F: FnMut(&[u8], SocketAddr, &mut Vec<u8>) -> Reply,
+{
+    fn on_datagram(&mut self, data: &[u8], peer: SocketAddr, reply: &mut Vec<u8>) -> Reply {
+        self(data, peer, reply)
+    }
+}

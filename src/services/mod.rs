@@ -1,0 +1,5 @@
+//! The tutorial's services, each a state machine over a codec, each in its
+//! own file. The loop knows none of them; `wireloop serve` wires them in.
+
+pub mod echo;
+pub mod udp_echo;
