@@ -163,7 +163,10 @@ impl EventLoop {
     pub fn new(cfg: Config) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let shared = Arc::new(Shared { stop: AtomicBool::new(false), tasks: Mutex::new(Vec::new()) });
+        let shared = Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            tasks: Mutex::new(Vec::new()),
+        });
         Ok(EventLoop {
             poll,
             events: Some(Events::with_capacity(1024)),
@@ -195,7 +198,10 @@ impl EventLoop {
 
     /// Open TCP connections.
     pub fn connections(&self) -> usize {
-        self.sources.iter().filter(|(_, s)| matches!(s, Source::Conn(_))).count()
+        self.sources
+            .iter()
+            .filter(|(_, s)| matches!(s, Source::Conn(_)))
+            .count()
     }
 
     /// Counters of a UDP socket.
@@ -222,10 +228,19 @@ impl EventLoop {
         let addr = listener.local_addr()?;
         let entry = self.sources.vacant_entry();
         let token = Token(entry.key());
-        self.poll.registry().register(&mut listener, token, Interest::READABLE)?;
-        entry.insert(Source::Listener(ListenerSource { listener, service, paused: false }));
+        self.poll
+            .registry()
+            .register(&mut listener, token, Interest::READABLE)?;
+        entry.insert(Source::Listener(ListenerSource {
+            listener,
+            service,
+            paused: false,
+        }));
         debug!("listener {} on {}", token.0, addr);
-        Ok(Bound { id: SourceId(token.0), addr })
+        Ok(Bound {
+            id: SourceId(token.0),
+            addr,
+        })
     }
 
     /// Binds a UDP socket and serves it with `service`.
@@ -238,7 +253,10 @@ impl EventLoop {
         udp.register(self.poll.registry(), token)?;
         entry.insert(Source::Udp(udp));
         debug!("udp {} on {}", token.0, addr);
-        Ok(Bound { id: SourceId(token.0), addr })
+        Ok(Bound {
+            id: SourceId(token.0),
+            addr,
+        })
     }
 
     /// Closes a listener or UDP socket (or aborts a connection).
@@ -266,7 +284,11 @@ impl EventLoop {
         let polled = self.poll.poll(&mut events, timeout);
         if let Err(e) = polled {
             self.events = Some(events);
-            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
+            return if e.kind() == io::ErrorKind::Interrupted {
+                Ok(())
+            } else {
+                Err(e)
+            };
         }
         for ev in events.iter() {
             let token = ev.token();
@@ -324,7 +346,9 @@ impl EventLoop {
     /// Accepts until `WouldBlock`, the batch budget, or descriptor exhaustion.
     fn accept(&mut self, token: Token) -> bool {
         for _ in 0..self.cfg.batch_budget {
-            let Some(Source::Listener(l)) = self.sources.get_mut(token.0) else { return false };
+            let Some(Source::Listener(l)) = self.sources.get_mut(token.0) else {
+                return false;
+            };
             if l.paused {
                 return false;
             }
@@ -335,7 +359,10 @@ impl EventLoop {
                 Err(e) if is_resource_exhaustion(&e) => {
                     // Stop accepting and retry on a timer (nginx's approach):
                     // neither a busy loop nor a stall.
-                    warn!("listener {}: accept failed ({e}); retrying in {:?}", token.0, self.cfg.accept_retry);
+                    warn!(
+                        "listener {}: accept failed ({e}); retrying in {:?}",
+                        token.0, self.cfg.accept_retry
+                    );
                     l.paused = true;
                     self.stats.accept_pauses += 1;
                     let at = Instant::now() + self.cfg.accept_retry;
@@ -368,7 +395,9 @@ impl EventLoop {
     /// Reads, lets the handler answer, writes at once, then settles state,
     /// interest and removal. Returns true if the connection needs another pass.
     fn drive_conn(&mut self, token: Token, readable: bool) -> bool {
-        let Some(Source::Conn(conn)) = self.sources.get_mut(token.0) else { return false };
+        let Some(Source::Conn(conn)) = self.sources.get_mut(token.0) else {
+            return false;
+        };
         let mut more = false;
         let result = (|| -> io::Result<()> {
             if readable {
@@ -416,7 +445,9 @@ impl EventLoop {
     }
 
     fn drive_udp(&mut self, token: Token, readable: bool, writable: bool) -> bool {
-        let Some(Source::Udp(udp)) = self.sources.get_mut(token.0) else { return false };
+        let Some(Source::Udp(udp)) = self.sources.get_mut(token.0) else {
+            return false;
+        };
         let budget = self.cfg.batch_budget;
         let mut more = false;
         if writable || udp.has_queued() {
@@ -459,7 +490,9 @@ impl EventLoop {
 
     /// Deregisters and removes a source. The one place sources leave the slab.
     fn close(&mut self, token: Token) {
-        let Some(source) = self.sources.try_remove(token.0) else { return };
+        let Some(source) = self.sources.try_remove(token.0) else {
+            return;
+        };
         let registry = self.poll.registry();
         match source {
             Source::Conn(mut c) => {
@@ -528,5 +561,8 @@ impl EventLoop {
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }

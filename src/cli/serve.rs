@@ -48,8 +48,18 @@ type Install = Box<dyn FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound>>;
 /// (name, transport, address, how to add it to the loop)
 fn plan(args: &ServeArgs) -> Vec<(&'static str, &'static str, SocketAddr, Install)> {
     let all: Vec<(&'static str, &'static str, SocketAddr, Install)> = vec![
-        ("echo", "tcp", args.echo, Box::new(|lp, a| lp.listen(a, services::echo::service()))),
-        ("udp-echo", "udp", args.udp_echo, Box::new(|lp, a| lp.bind_udp(a, services::udp_echo::answer))),
+        (
+            "echo",
+            "tcp",
+            args.echo,
+            Box::new(|lp, a| lp.listen(a, services::echo::service())),
+        ),
+        (
+            "udp-echo",
+            "udp",
+            args.udp_echo,
+            Box::new(|lp, a| lp.bind_udp(a, services::udp_echo::answer)),
+        ),
     ];
     all.into_iter()
         .filter(|(name, ..)| args.only.as_ref().map_or(true, |only| only.iter().any(|o| o == name)))
@@ -62,7 +72,12 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     }
     let grace = Duration::try_from_secs_f64(args.grace).map_err(|_| "--grace must be a number of seconds")?;
     raise_fd_limit();
-    let cfg = Config { backlog: args.backlog, high_water: args.high_water, low_water: args.low_water, ..Config::default() };
+    let cfg = Config {
+        backlog: args.backlog,
+        high_water: args.high_water,
+        low_water: args.low_water,
+        ..Config::default()
+    };
     let mut lp = EventLoop::new(cfg).map_err(|e| format!("cannot create the event loop: {e}"))?;
     let mut stdout = io::stdout().lock();
     for (name, transport, addr, install) in plan(&args) {
@@ -104,7 +119,10 @@ fn watch_signals(handle: wireloop::Handle) -> Result<(), String> {
 /// Raises the soft limit on open files to the hard limit, so the server can
 /// hold as many connections as the system allows.
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {

@@ -1,0 +1,245 @@
+//! Helpers shared by the integration tests: a `wireloop serve` child process
+//! on port 0, an in-process loop on its own thread, and small I/O helpers.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_wireloop");
+
+/// A `wireloop serve` process, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addrs: HashMap<String, SocketAddr>,
+}
+
+impl Server {
+    /// Starts `wireloop serve --only <names>` with every named service on
+    /// 127.0.0.1:0, plus `extra` arguments, and waits for its listening lines.
+    pub fn start(names: &[&str], extra: &[&str]) -> Server {
+        let mut args = vec!["serve".to_string(), "--only".into(), names.join(",")];
+        for n in names {
+            args.push(format!("--{n}"));
+            args.push("127.0.0.1:0".into());
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        Server::start_args(&args, names.len())
+    }
+
+    /// Starts `wireloop` with exactly `args`, expecting `expect` listening lines.
+    pub fn start_args(args: &[String], expect: usize) -> Server {
+        let mut child = Command::new(BIN)
+            .args(args)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn wireloop");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut addrs = HashMap::new();
+        while addrs.len() < expect {
+            let line = rx
+                .recv_timeout(Duration::from_secs(10))
+                .unwrap_or_else(|_| panic!("server did not print {expect} listening lines"));
+            let parts: Vec<&str> = line.split_whitespace().collect();
+            assert_eq!(parts.len(), 4, "unexpected line {line:?}");
+            assert_eq!(parts[0], "listening", "unexpected line {line:?}");
+            addrs.insert(parts[1].to_string(), parts[3].parse().expect("address"));
+        }
+        Server { child, addrs }
+    }
+
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        self.addrs[name]
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal to the server.
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success());
+    }
+
+    /// Waits for exit, at most `limit`.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Resident set size of a process, in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .expect("VmRSS")
+}
+
+/// Connects with a read timeout, so a broken server fails the test instead of hanging it.
+pub fn connect(addr: SocketAddr) -> TcpStream {
+    let s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Reads exactly `n` bytes.
+pub fn read_n(s: &mut TcpStream, n: usize) -> Vec<u8> {
+    let mut buf = vec![0; n];
+    s.read_exact(&mut buf).expect("read reply");
+    buf
+}
+
+/// Sends `data` and reads back exactly `expect.len()` bytes, asserting them.
+pub fn round_trip(s: &mut TcpStream, data: &[u8], expect: &[u8]) {
+    s.write_all(data).expect("send");
+    assert_eq!(read_n(s, expect.len()), expect);
+}
+
+/// `python3`, if the machine has it.
+pub fn python3() -> Option<PathBuf> {
+    let ok = Command::new("python3")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if ok {
+        Some(PathBuf::from("python3"))
+    } else {
+        eprintln!("SKIPPED: python3 is not installed, so the tutorial's clients cannot run");
+        None
+    }
+}
+
+/// Copies the tutorial's client `name` (from tests/clients) into a temporary
+/// directory, with its `ip_port = (...)` line pointed at `addr`. Returns the
+/// directory (keep it alive) and the script's path.
+pub fn client_script(name: &str, addr: SocketAddr) -> (tempfile::TempDir, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+    let dir = tempfile::tempdir().expect("tempdir");
+    copy_tree(&root, dir.path());
+    let target = ip_port_line(addr);
+    for file in [name, "test5/constants.py"] {
+        let path = dir.path().join(file);
+        let text = std::fs::read_to_string(&path).expect("client source");
+        let patched: Vec<String> = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("ip_port = ") {
+                    target.clone()
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect();
+        std::fs::write(&path, patched.join("\n") + "\n").expect("write client");
+    }
+    let path = dir.path().join(name);
+    (dir, path)
+}
+
+fn ip_port_line(addr: SocketAddr) -> String {
+    format!("ip_port = ('{}', {})", addr.ip(), addr.port())
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    for entry in std::fs::read_dir(from).expect("read clients") {
+        let entry = entry.unwrap();
+        let dest = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            std::fs::create_dir_all(&dest).unwrap();
+            copy_tree(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).unwrap();
+        }
+    }
+}
+
+/// Runs a python script with `stdin` fed in, collecting stdout until it
+/// contains every string in `expect` (then kills it), until it exits, or
+/// until `limit` passes. With `expect` empty it waits for exit.
+/// Some tutorial clients loop forever at EOF, so waiting for exit won't do.
+pub fn run_python_until(script: &Path, stdin: &str, expect: &[&str], limit: Duration) -> String {
+    let mut child = Command::new("python3")
+        .arg(script)
+        .current_dir(script.parent().unwrap())
+        .env("PYTHONIOENCODING", "utf-8")
+        .env("PYTHONUNBUFFERED", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .expect("feed stdin");
+    let mut stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let start = Instant::now();
+    let mut out = Vec::new();
+    while start.elapsed() < limit {
+        if let Ok(chunk) = rx.recv_timeout(Duration::from_millis(50)) {
+            out.extend(chunk);
+        }
+        let text = String::from_utf8_lossy(&out);
+        if !expect.is_empty() && expect.iter().all(|e| text.contains(e)) {
+            break;
+        }
+        if let Ok(Some(_)) = child.try_wait() {
+            while let Ok(chunk) = rx.recv_timeout(Duration::from_millis(100)) {
+                out.extend(chunk);
+            }
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    String::from_utf8_lossy(&out).into_owned()
+}
