@@ -31,7 +31,7 @@ use mio::{Interest, Registry, Token};
 
 use crate::buffer::{InBuf, OutBuf};
 use crate::config::Config;
-use crate::service::{Context, Flow, Handler, Input};
+use crate::service::{Context, Flow, Handler, Input, TimerRequest};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +48,14 @@ pub(crate) enum ConnState {
     Lingering { deadline: Instant, discarded: usize },
     /// Done: the loop deregisters and removes the connection.
     Closed,
+}
+
+/// Which handler method a call goes to.
+#[derive(Debug, Clone, Copy)]
+enum Call {
+    Data,
+    Eof,
+    Timer,
 }
 
 /// What an I/O pass left behind.
@@ -68,6 +76,10 @@ pub(crate) struct Conn {
     state: ConnState,
     interest: Interest,
     peer_eof: bool,
+    /// When the handler's timer is due, if set.
+    timer_at: Option<Instant>,
+    /// A new `timer_at` the loop has not yet put in its heap.
+    timer_unscheduled: bool,
 }
 
 impl Conn {
@@ -81,6 +93,8 @@ impl Conn {
             state: ConnState::Open,
             interest: Interest::READABLE,
             peer_eof: false,
+            timer_at: None,
+            timer_unscheduled: false,
         }
     }
 
@@ -143,16 +157,18 @@ impl Conn {
     /// Hands buffered input plus `fresh` bytes to the handler, keeping what it
     /// leaves unconsumed.
     fn feed(&mut self, token: Token, fresh: &[u8], eof: bool) -> Flow {
+        self.call(token, fresh, if eof { Call::Eof } else { Call::Data })
+    }
+
+    fn call(&mut self, token: Token, fresh: &[u8], kind: Call) -> Flow {
         let mut cx = Context::new(&mut self.out, token, self.peer);
         let handler = &mut self.handler;
-        let mut call = |input: &mut Input<'_>, cx: &mut Context<'_>| {
-            if eof {
-                handler.on_eof(input, cx)
-            } else {
-                handler.on_data(input, cx)
-            }
+        let mut call = |input: &mut Input<'_>, cx: &mut Context<'_>| match kind {
+            Call::Data => handler.on_data(input, cx),
+            Call::Eof => handler.on_eof(input, cx),
+            Call::Timer => handler.on_timer(input, cx),
         };
-        if self.inbuf.is_empty() {
+        let flow = if self.inbuf.is_empty() {
             // Fast path: parse straight from the scratch buffer, keep only the tail.
             let mut input = Input::new(fresh);
             let flow = call(&mut input, &mut cx);
@@ -168,6 +184,39 @@ impl Conn {
             let used = input.consumed();
             self.inbuf.consume(used);
             flow
+        };
+        match cx.timer_request() {
+            Some(TimerRequest::Set(at)) => {
+                self.timer_at = Some(at);
+                self.timer_unscheduled = true;
+            }
+            Some(TimerRequest::Clear) => self.timer_at = None,
+            None => {}
+        }
+        flow
+    }
+
+    /// A deadline the loop must add to its heap, once.
+    pub(crate) fn take_new_timer(&mut self) -> Option<Instant> {
+        if std::mem::take(&mut self.timer_unscheduled) {
+            self.timer_at
+        } else {
+            None
+        }
+    }
+
+    /// Runs the handler's timer if it is still set and due. Stale heap
+    /// entries (moved or cleared timers, closed connections) do nothing.
+    pub(crate) fn fire_timer(&mut self, token: Token, now: Instant, cfg: &Config) {
+        let live = matches!(self.state, ConnState::Open | ConnState::Paused | ConnState::HalfClosed);
+        match self.timer_at {
+            Some(at) if at <= now && live => {
+                self.timer_at = None;
+                trace!("conn {}: timer fired", token.0);
+                let flow = self.call(token, &[], Call::Timer);
+                self.after_feed(token, flow, cfg);
+            }
+            _ => {}
         }
     }
 

@@ -427,6 +427,9 @@ impl EventLoop {
             if conn.state() == ConnState::Closed {
                 return Ok(());
             }
+            if let Some(at) = conn.take_new_timer() {
+                self.timers.schedule(at, token, TimerKind::Handler);
+            }
             conn.sync_interest(self.poll.registry(), token)
         })();
         match result {
@@ -476,6 +479,11 @@ impl EventLoop {
                             self.close(token);
                         }
                     }
+                }
+                (TimerKind::Handler, Some(Source::Conn(conn))) => {
+                    conn.fire_timer(token, now, &self.cfg);
+                    // Write what the handler produced; settle state and interest.
+                    self.drive(token, false, true);
                 }
                 (TimerKind::AcceptRetry, Some(Source::Listener(l))) => {
                     l.paused = false;

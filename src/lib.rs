@@ -44,5 +44,5 @@ pub use buffer::OutBuf;
 pub use config::Config;
 pub use event_loop::{Bound, EventLoop, Handle, SourceId, Stats};
 pub use mio::Token;
-pub use service::{Context, DatagramService, Flow, Handler, Input, Reply, Service};
+pub use service::{Context, DatagramService, Flow, Handler, Input, Reply, Service, TimerRequest};
 pub use udp::UdpStats;

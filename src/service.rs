@@ -23,6 +23,7 @@
 //!   then close. An error reply written before `Close` reaches the peer.
 
 use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use mio::Token;
 
@@ -70,19 +71,34 @@ impl<'a> Input<'a> {
     }
 }
 
-/// What a handler may touch during a call: its output buffer and facts about
-/// its connection.
+/// A change to a connection's timer, asked for during a handler call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerRequest {
+    /// Call [`Handler::on_timer`] at this instant (replacing any earlier timer).
+    Set(Instant),
+    /// Cancel the connection's timer.
+    Clear,
+}
+
+/// What a handler may touch during a call: its output buffer, its timer,
+/// and facts about its connection.
 #[derive(Debug)]
 pub struct Context<'a> {
     out: &'a mut OutBuf,
     token: Token,
     peer: SocketAddr,
+    timer: Option<TimerRequest>,
 }
 
 impl<'a> Context<'a> {
     /// Builds a context, for driving a handler outside the loop (tests).
     pub fn new(out: &'a mut OutBuf, token: Token, peer: SocketAddr) -> Self {
-        Context { out, token, peer }
+        Context {
+            out,
+            token,
+            peer,
+            timer: None,
+        }
     }
 
     /// The output buffer. Bytes appended here are written when the call
@@ -100,6 +116,22 @@ impl<'a> Context<'a> {
     pub fn peer(&self) -> SocketAddr {
         self.peer
     }
+
+    /// Asks for [`Handler::on_timer`] after `after`. A connection has one
+    /// timer; setting it again moves it.
+    pub fn set_timer(&mut self, after: Duration) {
+        self.timer = Some(TimerRequest::Set(Instant::now() + after));
+    }
+
+    /// Cancels the connection's timer.
+    pub fn clear_timer(&mut self) {
+        self.timer = Some(TimerRequest::Clear);
+    }
+
+    /// The timer change asked for during this call, if any.
+    pub fn timer_request(&self) -> Option<TimerRequest> {
+        self.timer
+    }
 }
 
 /// A connection's protocol state machine.
@@ -113,6 +145,13 @@ pub trait Handler {
     fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
         let _ = (input, cx);
         Flow::Close
+    }
+
+    /// The timer set with [`Context::set_timer`] fired. `input` holds what is
+    /// still unconsumed. The default does nothing.
+    fn on_timer(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        let _ = (input, cx);
+        Flow::Continue
     }
 }
 

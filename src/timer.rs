@@ -20,6 +20,8 @@ pub(crate) enum TimerKind {
     Linger,
     /// A listener paused by descriptor exhaustion may accept again.
     AcceptRetry,
+    /// A handler's own timer (`Context::set_timer`).
+    Handler,
 }
 
 #[derive(Debug, Default)]

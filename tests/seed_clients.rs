@@ -35,3 +35,30 @@ fn tutorial_udp_echo_client_gets_uppercase_replies() {
         assert!(out.contains(w), "missing {w:?} in output: {out}");
     }
 }
+
+#[test]
+fn tutorial_method_1_client_gets_ready_and_success() {
+    if python3().is_none() {
+        return;
+    }
+    let srv = Server::start(&["handshake"], &[]);
+    let (_dir, script) = client_script("handshake_client.py", srv.addr("handshake"));
+    let out = run_python_until(&script, "hello\nstraße ok\n", &[], Duration::from_secs(20));
+    assert_eq!(out.matches("数据发送成功").count(), 2, "output: {out}");
+    assert!(
+        out.contains("数据长度 5\n") && out.contains("数据长度 10\n"),
+        "output: {out}"
+    );
+}
+
+#[test]
+fn tutorial_method_2_client_gets_success() {
+    if python3().is_none() {
+        return;
+    }
+    let srv = Server::start(&["framed"], &[]);
+    let (_dir, script) = client_script("framed_client.py", srv.addr("framed"));
+    let out = run_python_until(&script, "hello\n你好\nthird\n", &[], Duration::from_secs(20));
+    assert_eq!(out.matches("数据发送成功").count(), 3, "output: {out}");
+    assert!(!out.contains("数据发送失败"), "output: {out}");
+}

@@ -2,14 +2,14 @@
 //! clients, with the bugs taken out (replies are read whole, a silent UDP
 //! server is reported instead of hanging).
 
-use std::io::{self, BufRead, BufReader, IsTerminal, Write};
+use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 
-use super::parse_addr;
+use super::{input_lines, parse_addr};
 
 #[derive(Debug, Args)]
 pub struct EchoArgs {
@@ -28,37 +28,11 @@ pub struct UdpEchoArgs {
     timeout: f64,
 }
 
-/// Yields stdin lines (without their newline) until EOF or `quit`, skipping
-/// empty ones, prompting when stdin is a terminal.
-fn lines(prompt: &str) -> impl Iterator<Item = io::Result<String>> + '_ {
-    let interactive = io::stdin().is_terminal();
-    let mut stdin = io::stdin().lock();
-    std::iter::from_fn(move || loop {
-        if interactive {
-            print!("{prompt}");
-            let _ = io::stdout().flush();
-        }
-        let mut line = String::new();
-        match stdin.read_line(&mut line) {
-            Ok(0) => return None,
-            Ok(_) => {}
-            Err(e) => return Some(Err(e)),
-        }
-        let line = line.trim_end_matches(['\n', '\r']).to_string();
-        if line == "quit" {
-            return None;
-        }
-        if !line.is_empty() {
-            return Some(Ok(line));
-        }
-    })
-}
-
 pub fn run_tcp(args: EchoArgs) -> Result<ExitCode, String> {
     let stream = TcpStream::connect(args.addr).map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
     let mut reader = BufReader::new(stream);
-    for line in lines("> ") {
+    for line in input_lines("> ", true) {
         let line = line.map_err(|e| format!("reading stdin: {e}"))?;
         writer
             .write_all(format!("{line}\n").as_bytes())
@@ -94,7 +68,7 @@ pub fn run_udp(args: UdpEchoArgs) -> Result<ExitCode, String> {
     socket.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 65_536];
     let mut missed = 0u32;
-    for line in lines("> ") {
+    for line in input_lines("> ", true) {
         let line = line.map_err(|e| format!("reading stdin: {e}"))?;
         socket
             .send(line.as_bytes())

@@ -1,8 +1,11 @@
 //! Command-line parsing (clap derive) and dispatch to the subcommands.
 
+mod chop;
 mod echo;
+mod send;
 mod serve;
 
+use std::io::{self, BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
@@ -24,6 +27,10 @@ enum Command {
     Echo(echo::EchoArgs),
     /// Interactive UDP echo client: each stdin line is one datagram.
     UdpEcho(echo::UdpEchoArgs),
+    /// Send messages framed (4-byte length prefix) or by the handshake (length, ready, data, success).
+    Send(send::SendArgs),
+    /// Send a file or stdin in small chunks with delays, to watch partial reads; prints the replies.
+    Chop(chop::ChopArgs),
 }
 
 /// Runs the parsed command.
@@ -32,6 +39,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Serve(a) => serve::run(a),
         Command::Echo(a) => echo::run_tcp(a),
         Command::UdpEcho(a) => echo::run_udp(a),
+        Command::Send(a) => send::run(a),
+        Command::Chop(a) => chop::run(a),
     }
 }
 
@@ -42,4 +51,48 @@ pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     }
     s.parse()
         .map_err(|_| format!("`{s}` is not an address like 127.0.0.1:8080 (or a bare port)"))
+}
+
+/// Byte order of 4-byte length prefixes, on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Order {
+    /// Least significant byte first: Python's `struct.pack('i', n)` on x86-64.
+    Little,
+    /// Network order: Python's `struct.pack('!i', n)`.
+    Big,
+}
+
+impl From<Order> for wireloop::codec::frame::ByteOrder {
+    fn from(o: Order) -> Self {
+        match o {
+            Order::Little => Self::Little,
+            Order::Big => Self::Big,
+        }
+    }
+}
+
+/// Yields stdin lines (without their newline) until EOF or `quit`,
+/// prompting when stdin is a terminal. Empty lines are skipped if asked.
+pub(crate) fn input_lines(prompt: &str, skip_empty: bool) -> impl Iterator<Item = io::Result<String>> + '_ {
+    let interactive = io::stdin().is_terminal();
+    let mut stdin = io::stdin().lock();
+    std::iter::from_fn(move || loop {
+        if interactive {
+            print!("{prompt}");
+            let _ = io::stdout().flush();
+        }
+        let mut line = String::new();
+        match stdin.read_line(&mut line) {
+            Ok(0) => return None,
+            Ok(_) => {}
+            Err(e) => return Some(Err(e)),
+        }
+        let line = line.trim_end_matches(['\n', '\r']).to_string();
+        if line == "quit" {
+            return None;
+        }
+        if !(skip_empty && line.is_empty()) {
+            return Some(Ok(line));
+        }
+    })
 }

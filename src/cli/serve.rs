@@ -9,12 +9,14 @@ use std::time::Duration;
 
 use clap::Args;
 use log::info;
+use wireloop::services::framed::{Framed, FramedConfig};
+use wireloop::services::handshake::{Handshake, HandshakeConfig};
 use wireloop::{services, Bound, Config, EventLoop};
 
-use super::parse_addr;
+use super::{parse_addr, Order};
 
 /// Every service `serve` knows, in the order it binds them.
-const SERVICES: &[&str] = &["echo", "udp-echo"];
+const SERVICES: &[&str] = &["echo", "udp-echo", "framed", "handshake"];
 
 #[derive(Debug, Args)]
 #[command(after_help = "Each service has a flag `--<name> ADDR`; `--only` picks which run.\n\
@@ -26,6 +28,22 @@ pub struct ServeArgs {
     /// UDP uppercase echo: one datagram in, one uppercase datagram out.
     #[arg(long = "udp-echo", value_name = "ADDR", default_value = "127.0.0.1:8081", value_parser = parse_addr)]
     udp_echo: SocketAddr,
+    /// Length-prefixed frames (the tutorial's method 2), answered `success` per frame.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8084", value_parser = parse_addr)]
+    framed: SocketAddr,
+    /// Length, `ready`, data, `success` (the tutorial's method 1).
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8085", value_parser = parse_addr)]
+    handshake: SocketAddr,
+    /// Byte order of 4-byte length prefixes (`framed`).
+    #[arg(long, value_enum, default_value_t = Order::Little)]
+    byte_order: Order,
+    /// Largest message `framed` and `handshake` accept.
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_frame: usize,
+    /// `handshake`: digits sent without a newline count once the client has
+    /// been quiet this long.
+    #[arg(long, value_name = "MS", default_value_t = 50)]
+    handshake_quiet_ms: u64,
     /// Run only these services (comma-separated), e.g. `--only echo,udp-echo`.
     #[arg(long, value_delimiter = ',', value_name = "NAME[,NAME...]", value_parser = clap::builder::PossibleValuesParser::new(SERVICES))]
     only: Option<Vec<String>>,
@@ -47,6 +65,14 @@ type Install = Box<dyn FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound>>;
 
 /// (name, transport, address, how to add it to the loop)
 fn plan(args: &ServeArgs) -> Vec<(&'static str, &'static str, SocketAddr, Install)> {
+    let framed = FramedConfig {
+        order: args.byte_order.into(),
+        max: args.max_frame,
+    };
+    let handshake = HandshakeConfig {
+        max: args.max_frame as u64,
+        quiet: Duration::from_millis(args.handshake_quiet_ms),
+    };
     let all: Vec<(&'static str, &'static str, SocketAddr, Install)> = vec![
         (
             "echo",
@@ -59,6 +85,18 @@ fn plan(args: &ServeArgs) -> Vec<(&'static str, &'static str, SocketAddr, Instal
             "udp",
             args.udp_echo,
             Box::new(|lp, a| lp.bind_udp(a, services::udp_echo::answer)),
+        ),
+        (
+            "framed",
+            "tcp",
+            args.framed,
+            Box::new(move |lp, a| lp.listen(a, move |_| Framed::new(framed))),
+        ),
+        (
+            "handshake",
+            "tcp",
+            args.handshake,
+            Box::new(move |lp, a| lp.listen(a, move |_| Handshake::new(handshake))),
         ),
     ];
     all.into_iter()

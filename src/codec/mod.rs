@@ -16,6 +16,7 @@
 //! partial read resumes where the last one stopped instead of rescanning.
 //! Socket code (the event loop) only fills and drains buffers.
 
+pub mod digits;
 pub mod frame;
 pub mod header;
 pub mod upper;

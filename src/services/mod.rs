@@ -2,4 +2,6 @@
 //! own file. The loop knows none of them; `wireloop serve` wires them in.
 
 pub mod echo;
+pub mod framed;
+pub mod handshake;
 pub mod udp_echo;

@@ -1,0 +1,79 @@
+//! `wireloop chop`: sends a file (or stdin) to any TCP service in chunks of N
+//! bytes with a delay between them, and prints whatever comes back, raw.
+//!
+//! With the server at `RUST_LOG=trace`, every chunk shows up as its own
+//! read, and the decoder's state changes show it resuming mid-message.
+
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::parse_addr;
+
+#[derive(Debug, Args)]
+pub struct ChopArgs {
+    /// Server address (or a bare port on 127.0.0.1).
+    #[arg(value_parser = parse_addr)]
+    addr: SocketAddr,
+    /// File to send; stdin when absent.
+    file: Option<PathBuf>,
+    /// Bytes per chunk.
+    #[arg(long, short = 's', default_value_t = 1)]
+    size: usize,
+    /// Milliseconds to wait between chunks.
+    #[arg(long, short = 'd', default_value_t = 100)]
+    delay_ms: u64,
+    /// After sending, seconds to keep reading replies if the server stays open.
+    #[arg(long, default_value_t = 2.0)]
+    wait: f64,
+}
+
+pub fn run(args: ChopArgs) -> Result<ExitCode, String> {
+    if args.size == 0 {
+        return Err("--size must be at least 1".into());
+    }
+    let data = match &args.file {
+        Some(p) => std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()))?,
+        None => {
+            let mut v = Vec::new();
+            io::stdin()
+                .read_to_end(&mut v)
+                .map_err(|e| format!("reading stdin: {e}"))?;
+            v
+        }
+    };
+    let stream = TcpStream::connect(args.addr).map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let wait = Duration::try_from_secs_f64(args.wait).map_err(|_| "--wait must be a number of seconds")?;
+    let mut reader = stream.try_clone().map_err(|e| e.to_string())?;
+    reader
+        .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
+        .map_err(|e| e.to_string())?;
+    let printer = std::thread::spawn(move || {
+        let mut buf = [0u8; 16 * 1024];
+        let mut out = io::stdout();
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let _ = out.write_all(&buf[..n]);
+            let _ = out.flush();
+        }
+    });
+    let mut writer = stream;
+    for (i, chunk) in data.chunks(args.size).enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(args.delay_ms));
+        }
+        writer
+            .write_all(chunk)
+            .map_err(|e| format!("sending to {}: {e}", args.addr))?;
+    }
+    let _ = writer.shutdown(Shutdown::Write);
+    let _ = printer.join();
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,87 @@
+//! `framed`: the tutorial's "method 2" fix for sticky packets — a 4-byte
+//! length prefix before each message — answered with `success` per frame.
+//!
+//! ```text
+//!  client                                           server
+//!  [len i32][payload][len i32][payload]…  ───────▶  FrameDecoder: Head ⇄ Body { len }
+//!                                         ◀───────  "success" (7 bytes) per complete frame
+//!  [len = -1 or > max]                    ───────▶  "error: <reason>\n", flush, lingering close
+//! ```
+//!
+//! Frames may arrive split at any byte or many to one read; the decoder
+//! (`codec::frame`) keeps its place, and the loop keeps the unconsumed bytes.
+//! A bad length is refused after its 4 bytes, before any payload is
+//! buffered. Only the offending connection is closed.
+
+use log::debug;
+
+use crate::codec::frame::{ByteOrder, FrameDecoder, DEFAULT_MAX_FRAME};
+use crate::service::{Context, Flow, Handler, Input};
+
+/// Settings for the framed service.
+#[derive(Debug, Clone, Copy)]
+pub struct FramedConfig {
+    /// Byte order of the length prefix.
+    pub order: ByteOrder,
+    /// Largest payload accepted.
+    pub max: usize,
+}
+
+impl Default for FramedConfig {
+    fn default() -> Self {
+        FramedConfig {
+            order: ByteOrder::Little,
+            max: DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+/// One connection's method-2 state machine.
+#[derive(Debug)]
+pub struct Framed {
+    decoder: FrameDecoder,
+}
+
+impl Framed {
+    /// A connection waiting for its first length prefix.
+    pub fn new(cfg: FramedConfig) -> Self {
+        Framed {
+            decoder: FrameDecoder::new(cfg.order, cfg.max),
+        }
+    }
+}
+
+fn refuse(why: impl std::fmt::Display, cx: &mut Context<'_>) -> Flow {
+    debug!("framed {} ({}): {}", cx.token().0, cx.peer(), why);
+    cx.out().extend_from_slice(format!("error: {why}\n").as_bytes());
+    Flow::Close
+}
+
+impl Handler for Framed {
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        loop {
+            match self.decoder.decode(input.bytes()) {
+                Ok(Some(frame)) => {
+                    let shown = &frame.payload[..frame.payload.len().min(32)];
+                    debug!(
+                        "framed {}: frame of {} bytes: {:?}",
+                        cx.token().0,
+                        frame.payload.len(),
+                        String::from_utf8_lossy(shown)
+                    );
+                    input.consume(frame.consumed);
+                    cx.out().extend_from_slice(b"success");
+                }
+                Ok(None) => return Flow::Continue,
+                Err(e) => return refuse(e, cx),
+            }
+        }
+    }
+
+    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        match self.decoder.finish(input.bytes()) {
+            Ok(()) => Flow::Close,
+            Err(e) => refuse(e, cx),
+        }
+    }
+}
