@@ -58,9 +58,7 @@ fn main() -> std::io::Result<()> {
     let store: Store = Rc::default();
     let mut lp = EventLoop::new(Config::default())?;
     let shared = store.clone();
-    let bound = lp.listen("127.0.0.1:0".parse().unwrap(), move |_peer| Kv {
-        store: shared.clone(),
-    })?;
+    let bound = lp.listen("127.0.0.1:0".parse().unwrap(), move |_peer| Kv { store: shared.clone() })?;
     println!("kv store on {}", bound.addr);
 
     let handle = lp.handle();
@@ -82,11 +80,7 @@ fn main() -> std::io::Result<()> {
         lp.poll_once(Some(Duration::from_millis(50)))?;
         // The program's own work, between passes.
         if last_status.elapsed() >= Duration::from_millis(200) {
-            println!(
-                "status: {} connection(s), {} key(s)",
-                lp.connections(),
-                store.borrow().len()
-            );
+            println!("status: {} connection(s), {} key(s)", lp.connections(), store.borrow().len());
             last_status = Instant::now();
         }
     }

@@ -114,11 +114,7 @@ impl Handle {
     /// Runs `task` on the loop's thread at its next pass, for example to add
     /// a listener while the loop runs.
     pub fn submit(&self, task: impl FnOnce(&mut EventLoop) + Send + 'static) {
-        self.shared
-            .tasks
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Box::new(task));
+        self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(Box::new(task));
         self.wake();
     }
 }
@@ -163,10 +159,7 @@ impl EventLoop {
     pub fn new(cfg: Config) -> io::Result<Self> {
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let shared = Arc::new(Shared {
-            stop: AtomicBool::new(false),
-            tasks: Mutex::new(Vec::new()),
-        });
+        let shared = Arc::new(Shared { stop: AtomicBool::new(false), tasks: Mutex::new(Vec::new()) });
         Ok(EventLoop {
             poll,
             events: Some(Events::with_capacity(1024)),
@@ -198,10 +191,7 @@ impl EventLoop {
 
     /// Open TCP connections.
     pub fn connections(&self) -> usize {
-        self.sources
-            .iter()
-            .filter(|(_, s)| matches!(s, Source::Conn(_)))
-            .count()
+        self.sources.iter().filter(|(_, s)| matches!(s, Source::Conn(_))).count()
     }
 
     /// Counters of a UDP socket.
@@ -228,19 +218,10 @@ impl EventLoop {
         let addr = listener.local_addr()?;
         let entry = self.sources.vacant_entry();
         let token = Token(entry.key());
-        self.poll
-            .registry()
-            .register(&mut listener, token, Interest::READABLE)?;
-        entry.insert(Source::Listener(ListenerSource {
-            listener,
-            service,
-            paused: false,
-        }));
+        self.poll.registry().register(&mut listener, token, Interest::READABLE)?;
+        entry.insert(Source::Listener(ListenerSource { listener, service, paused: false }));
         debug!("listener {} on {}", token.0, addr);
-        Ok(Bound {
-            id: SourceId(token.0),
-            addr,
-        })
+        Ok(Bound { id: SourceId(token.0), addr })
     }
 
     /// Binds a UDP socket and serves it with `service`.
@@ -253,10 +234,7 @@ impl EventLoop {
         udp.register(self.poll.registry(), token)?;
         entry.insert(Source::Udp(udp));
         debug!("udp {} on {}", token.0, addr);
-        Ok(Bound {
-            id: SourceId(token.0),
-            addr,
-        })
+        Ok(Bound { id: SourceId(token.0), addr })
     }
 
     /// Closes a listener or UDP socket (or aborts a connection).
@@ -284,11 +262,7 @@ impl EventLoop {
         let polled = self.poll.poll(&mut events, timeout);
         if let Err(e) = polled {
             self.events = Some(events);
-            return if e.kind() == io::ErrorKind::Interrupted {
-                Ok(())
-            } else {
-                Err(e)
-            };
+            return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
         }
         for ev in events.iter() {
             let token = ev.token();
@@ -359,10 +333,7 @@ impl EventLoop {
                 Err(e) if is_resource_exhaustion(&e) => {
                     // Stop accepting and retry on a timer (nginx's approach):
                     // neither a busy loop nor a stall.
-                    warn!(
-                        "listener {}: accept failed ({e}); retrying in {:?}",
-                        token.0, self.cfg.accept_retry
-                    );
+                    warn!("listener {}: accept failed ({e}); retrying in {:?}", token.0, self.cfg.accept_retry);
                     l.paused = true;
                     self.stats.accept_pauses += 1;
                     let at = Instant::now() + self.cfg.accept_retry;
@@ -523,21 +494,13 @@ impl EventLoop {
     /// (for at most `grace`), then close everything.
     pub fn shutdown(&mut self, grace: Duration) -> io::Result<()> {
         let deadline = Instant::now() + grace;
-        let listeners: Vec<usize> = self
-            .sources
-            .iter()
-            .filter(|(_, s)| matches!(s, Source::Listener(_)))
-            .map(|(k, _)| k)
-            .collect();
+        let listeners: Vec<usize> =
+            self.sources.iter().filter(|(_, s)| matches!(s, Source::Listener(_))).map(|(k, _)| k).collect();
         for key in listeners {
             self.close(Token(key));
         }
-        let conns: Vec<usize> = self
-            .sources
-            .iter()
-            .filter(|(_, s)| matches!(s, Source::Conn(_)))
-            .map(|(k, _)| k)
-            .collect();
+        let conns: Vec<usize> =
+            self.sources.iter().filter(|(_, s)| matches!(s, Source::Conn(_))).map(|(k, _)| k).collect();
         for key in conns {
             if let Some(Source::Conn(c)) = self.sources.get_mut(key) {
                 c.begin_close(Token(key));
@@ -569,8 +532,5 @@ impl EventLoop {
 }
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }

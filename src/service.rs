@@ -93,12 +93,7 @@ pub struct Context<'a> {
 impl<'a> Context<'a> {
     /// Builds a context, for driving a handler outside the loop (tests).
     pub fn new(out: &'a mut OutBuf, token: Token, peer: SocketAddr) -> Self {
-        Context {
-            out,
-            token,
-            peer,
-            timer: None,
-        }
+        Context { out, token, peer, timer: None }
     }
 
     /// The output buffer. Bytes appended here are written when the call

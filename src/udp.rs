@@ -51,14 +51,7 @@ enum Sent {
 
 impl UdpSource {
     pub(crate) fn new(socket: UdpSocket, service: Box<dyn DatagramService>, queue_limit: usize) -> Self {
-        UdpSource {
-            socket,
-            service,
-            queue: VecDeque::new(),
-            queue_limit,
-            writable: false,
-            stats: UdpStats::default(),
-        }
+        UdpSource { socket, service, queue: VecDeque::new(), queue_limit, writable: false, stats: UdpStats::default() }
     }
 
     pub(crate) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
@@ -161,11 +154,7 @@ impl UdpSource {
     pub(crate) fn sync_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
         let want = self.has_queued();
         if want != self.writable {
-            let interest = if want {
-                Interest::READABLE | Interest::WRITABLE
-            } else {
-                Interest::READABLE
-            };
+            let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
             registry.reregister(&mut self.socket, token, interest)?;
             self.writable = want;
         }

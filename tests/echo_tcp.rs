@@ -66,9 +66,7 @@ fn split_utf8_is_held_and_invalid_bytes_pass_through() {
 fn ten_megabytes_through_one_connection() {
     let srv = Server::start(&["echo"], &[]);
     let s = connect(srv.addr("echo"));
-    let data: Vec<u8> = (0..10_000_000u32)
-        .map(|i| b"abcdefghijklmnopqrstuvwxyz \n"[(i % 28) as usize])
-        .collect();
+    let data: Vec<u8> = (0..10_000_000u32).map(|i| b"abcdefghijklmnopqrstuvwxyz \n"[(i % 28) as usize]).collect();
     let expect = data.to_ascii_uppercase();
     let mut writer = s.try_clone().unwrap();
     let sender = thread::spawn(move || {
@@ -144,16 +142,10 @@ fn a_client_that_never_reads_is_bounded_and_others_are_served() {
             Err(_) => break, // timed out: the server stopped reading
         }
     }
-    assert!(
-        sent < 200 * 1024 * 1024,
-        "server kept reading {sent} bytes without anyone reading replies"
-    );
+    assert!(sent < 200 * 1024 * 1024, "server kept reading {sent} bytes without anyone reading replies");
     let grown = util::rss_kib(srv.pid()).saturating_sub(base);
     eprintln!("non-reader: sent {sent} bytes before the server stopped reading; RSS grew {grown} KiB");
-    assert!(
-        grown < 32 * 1024,
-        "server RSS grew by {grown} KiB for one non-reading client"
-    );
+    assert!(grown < 32 * 1024, "server RSS grew by {grown} KiB for one non-reading client");
     let mut other = connect(addr);
     let t = Instant::now();
     round_trip(&mut other, b"ping", b"PING");

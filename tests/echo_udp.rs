@@ -19,11 +19,7 @@ fn one_datagram_in_one_uppercase_datagram_out() {
     let c = client();
     c.connect(srv.addr("udp-echo")).unwrap();
     let mut buf = [0u8; 100];
-    for (sent, want) in [
-        (&b"hello"[..], &b"HELLO"[..]),
-        ("straße".as_bytes(), b"STRASSE"),
-        (b"a\xffb", b"A\xffB"),
-    ] {
+    for (sent, want) in [(&b"hello"[..], &b"HELLO"[..]), ("straße".as_bytes(), b"STRASSE"), (b"a\xffb", b"A\xffB")] {
         c.send(sent).unwrap();
         let n = c.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], want);

@@ -137,8 +137,7 @@ fn an_error_reply_reaches_a_peer_that_is_still_sending() {
     s.write_all(b"bad\n").unwrap();
     s.write_all(&vec![b'z'; 200_000]).unwrap();
     let mut got = Vec::new();
-    s.read_to_end(&mut got)
-        .expect("clean EOF after the error reply, not a reset");
+    s.read_to_end(&mut got).expect("clean EOF after the error reply, not a reset");
     assert_eq!(got, b"error: bad line\n");
     handle.stop();
     join.join().unwrap();
@@ -146,11 +145,7 @@ fn an_error_reply_reaches_a_peer_that_is_still_sending() {
 
 #[test]
 fn backpressure_pauses_reading_and_resumes_when_the_peer_reads() {
-    let cfg = Config {
-        high_water: 64 * 1024,
-        low_water: 16 * 1024,
-        ..Config::default()
-    };
+    let cfg = Config { high_water: 64 * 1024, low_water: 16 * 1024, ..Config::default() };
     let (handle, addr, join) = spawn_loop(cfg);
     let s = connect(addr);
     let mut w = s.try_clone().unwrap();

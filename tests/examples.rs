@@ -9,11 +9,7 @@ use std::process::{Command, Stdio};
 fn example(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap().parent().unwrap().join("examples").join(name);
-    assert!(
-        dir.exists(),
-        "example {name} not built at {} (plain `cargo test` builds the examples)",
-        dir.display()
-    );
+    assert!(dir.exists(), "example {name} not built at {} (plain `cargo test` builds the examples)", dir.display());
     dir
 }
 
@@ -35,20 +31,11 @@ fn embed_example_serves_its_own_protocol_and_stops_through_the_handle() {
 
 #[test]
 fn echo_server_and_client_examples_work_together() {
-    let mut server = Command::new(example("echo_server"))
-        .arg("127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut server = Command::new(example("echo_server")).arg("127.0.0.1:0").stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
     let addr = line.split_whitespace().nth(3).expect("echo server on ADDR").to_string();
-    let out = Command::new(example("echo_client"))
-        .args([&addr, "hello", "straße"])
-        .output()
-        .unwrap();
+    let out = Command::new(example("echo_client")).args([&addr, "hello", "straße"]).output().unwrap();
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\nSTRASSE\n");
@@ -56,25 +43,63 @@ fn echo_server_and_client_examples_work_together() {
 
 #[test]
 fn udp_echo_server_and_client_examples_work_together() {
-    let mut server = Command::new(example("udp_echo_server"))
-        .arg("127.0.0.1:0")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut server =
+        Command::new(example("udp_echo_server")).arg("127.0.0.1:0").stdout(Stdio::piped()).spawn().unwrap();
     let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    let addr = line
-        .split_whitespace()
-        .nth(4)
-        .expect("udp echo server on ADDR")
-        .to_string();
-    let out = Command::new(example("udp_echo_client"))
-        .args([&addr, "hello", ""])
-        .output()
-        .unwrap();
+    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let addr = line.split_whitespace().nth(4).expect("udp echo server on ADDR").to_string();
+    let out = Command::new(example("udp_echo_client")).args([&addr, "hello", ""]).output().unwrap();
     let _ = server.kill();
     let _ = server.wait();
     assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\n\n");
+}
+
+const STRUCT_OUTPUT: &str = "12 8
+Before :  b'0000000000000000000000000000000000000000'
+After pack b'0100000061626300cdcc2c406465666765000000'
+(1, b'abc', 2.700000047683716)
+(b'defg', 101)
+After pack b'7b0000007b000000cdcc2c406465666765000000'
+(123, 123)
+";
+
+#[test]
+fn struct_layout_prints_the_tutorials_bytes() {
+    let out = Command::new(example("struct_layout")).output().unwrap();
+    let ours = String::from_utf8_lossy(&out.stdout).into_owned();
+    if cfg!(target_endian = "little") {
+        assert_eq!(ours, STRUCT_OUTPUT);
+    }
+    if util::python3().is_some() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients");
+        let py = Command::new("python3").arg("struct_layout.py").current_dir(dir).output().unwrap();
+        assert_eq!(ours, String::from_utf8_lossy(&py.stdout), "differs from the Python original");
+    }
+}
+
+/// Runs sticky_server with two read sizes against sticky_client in `mode`.
+fn sticky(mode: &str, first: &str, second: &str) -> String {
+    let mut server = Command::new(example("sticky_server"))
+        .args(["127.0.0.1:0", first, second, "500"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let first_line = lines.next().unwrap().unwrap();
+    let addr = first_line.strip_prefix("listening ").expect("listening line").to_string();
+    let client = Command::new(example("sticky_client")).args([mode, &addr]).output().unwrap();
+    assert!(client.status.success());
+    let rest: Vec<String> = lines.map_while(Result::ok).filter(|l| l.starts_with("recv")).collect();
+    let _ = server.wait();
+    rest.join("\n")
+}
+
+#[test]
+fn sticky_case_1_two_sends_arrive_as_one_read() {
+    assert_eq!(sticky("merge", "10", "10"), "recv(10) -----> \"hellofeng\"\nrecv(10) -----> \"\"");
+}
+
+#[test]
+fn sticky_case_2_a_short_read_leaves_the_rest_for_the_next() {
+    assert_eq!(sticky("once", "2", "10"), "recv(2) -----> \"he\"\nrecv(10) -----> \"llo feng\"");
 }

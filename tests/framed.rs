@@ -70,14 +70,8 @@ fn hostile_lengths_get_an_error_line_and_a_close() {
     let cases: [(i32, &str); 4] = [
         (-1, "error: frame length prefix is negative (-1)\n"),
         (i32::MIN, "error: frame length prefix is negative (-2147483648)\n"),
-        (
-            i32::MAX,
-            "error: frame length 2147483647 exceeds the maximum of 16777216 bytes\n",
-        ),
-        (
-            16 * 1024 * 1024 + 1,
-            "error: frame length 16777217 exceeds the maximum of 16777216 bytes\n",
-        ),
+        (i32::MAX, "error: frame length 2147483647 exceeds the maximum of 16777216 bytes\n"),
+        (16 * 1024 * 1024 + 1, "error: frame length 16777217 exceeds the maximum of 16777216 bytes\n"),
     ];
     for (len, want) in cases {
         let mut s = connect(srv.addr("framed"));

@@ -23,10 +23,7 @@ fn digits_without_newline_count_once_the_client_is_quiet() {
     let mut s = connect(srv.addr("handshake"));
     let t = Instant::now();
     round_trip(&mut s, b"11", b"ready");
-    assert!(
-        t.elapsed() >= Duration::from_millis(40),
-        "answered before the quiet period"
-    );
+    assert!(t.elapsed() >= Duration::from_millis(40), "answered before the quiet period");
     round_trip(&mut s, b"hello world", b"success");
 }
 
@@ -61,16 +58,10 @@ fn body_bytes_arrive_in_pieces() {
 fn non_digits_and_too_long_get_an_error_line() {
     let srv = Server::start(&["handshake"], &["--max-frame", "1000"]);
     for (sent, want) in [
-        (
-            &b"12ab\n"[..],
-            "error: expected the length as decimal digits, got byte 0x61\n",
-        ),
+        (&b"12ab\n"[..], "error: expected the length as decimal digits, got byte 0x61\n"),
         (b"-5\n", "error: expected the length as decimal digits, got byte 0x2d\n"),
         (b"1001\n", "error: announced length exceeds the maximum of 1000 bytes\n"),
-        (
-            b"\n",
-            "error: expected the length as decimal digits, got an empty line\n",
-        ),
+        (b"\n", "error: expected the length as decimal digits, got an empty line\n"),
     ] {
         let mut s = connect(srv.addr("handshake"));
         s.write_all(sent).unwrap();

@@ -45,10 +45,7 @@ fn tutorial_method_1_client_gets_ready_and_success() {
     let (_dir, script) = client_script("handshake_client.py", srv.addr("handshake"));
     let out = run_python_until(&script, "hello\nstraße ok\n", &[], Duration::from_secs(20));
     assert_eq!(out.matches("数据发送成功").count(), 2, "output: {out}");
-    assert!(
-        out.contains("数据长度 5\n") && out.contains("数据长度 10\n"),
-        "output: {out}"
-    );
+    assert!(out.contains("数据长度 5\n") && out.contains("数据长度 10\n"), "output: {out}");
 }
 
 #[test]

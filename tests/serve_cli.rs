@@ -28,9 +28,7 @@ fn sigterm_flushes_and_exits_zero() {
     let mut s = connect(srv.addr("echo"));
     round_trip(&mut s, b"before", b"BEFORE");
     srv.signal("TERM");
-    let status = srv
-        .wait_exit(Duration::from_secs(10))
-        .expect("server did not exit after SIGTERM");
+    let status = srv.wait_exit(Duration::from_secs(10)).expect("server did not exit after SIGTERM");
     assert_eq!(status.code(), Some(0));
 }
 
@@ -38,9 +36,7 @@ fn sigterm_flushes_and_exits_zero() {
 fn sigint_exits_zero_too() {
     let mut srv = Server::start(&["echo"], &[]);
     srv.signal("INT");
-    let status = srv
-        .wait_exit(Duration::from_secs(10))
-        .expect("server did not exit after SIGINT");
+    let status = srv.wait_exit(Duration::from_secs(10)).expect("server did not exit after SIGINT");
     assert_eq!(status.code(), Some(0));
 }
 
@@ -48,18 +44,12 @@ fn sigint_exits_zero_too() {
 fn a_port_in_use_is_a_one_line_error_and_exit_1() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = taken.local_addr().unwrap().to_string();
-    let out = Command::new(BIN)
-        .args(["serve", "--only", "echo", "--echo", &addr])
-        .output()
-        .unwrap();
+    let out = Command::new(BIN).args(["serve", "--only", "echo", "--echo", &addr]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 1, "stderr: {err}");
-    assert!(
-        lines[0].contains("cannot bind echo (tcp) on") && lines[0].contains(&addr),
-        "stderr: {err}"
-    );
+    assert!(lines[0].contains("cannot bind echo (tcp) on") && lines[0].contains(&addr), "stderr: {err}");
 }
 
 /// Counts sockets in TIME_WAIT whose local port is `port` (/proc/net/tcp, state 06).
@@ -90,15 +80,9 @@ fn restarts_at_once_on_a_port_with_connections_in_time_wait() {
     drop(clients);
     std::thread::sleep(Duration::from_millis(100));
     let waiting = time_wait_on(addr.port());
-    assert!(
-        waiting >= 20,
-        "expected 20 TIME_WAIT sockets on port {}, saw {waiting}",
-        addr.port()
-    );
-    let args: Vec<String> = ["serve", "--only", "echo", "--echo", &addr.to_string()]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+    assert!(waiting >= 20, "expected 20 TIME_WAIT sockets on port {}, saw {waiting}", addr.port());
+    let args: Vec<String> =
+        ["serve", "--only", "echo", "--echo", &addr.to_string()].iter().map(|s| s.to_string()).collect();
     let again = Server::start_args(&args, 1);
     assert_eq!(again.addr("echo"), addr);
     let mut s = connect(addr);
@@ -124,19 +108,10 @@ fn the_echo_client_talks_to_the_server() {
             .stdout(std::process::Stdio::piped())
             .spawn()
             .unwrap();
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all("straße\n\nsecond line\nquit\nnot sent\n".as_bytes())
-            .unwrap();
+        child.stdin.take().unwrap().write_all("straße\n\nsecond line\nquit\nnot sent\n".as_bytes()).unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(out.status.success(), "{sub} client failed");
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "STRASSE\nSECOND LINE\n",
-            "{sub} client output"
-        );
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "STRASSE\nSECOND LINE\n", "{sub} client output");
     }
 }
 
@@ -144,12 +119,7 @@ fn the_echo_client_talks_to_the_server() {
 fn the_udp_client_reports_a_silent_server() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut child = Command::new(BIN)
-        .args([
-            "udp-echo",
-            &silent.local_addr().unwrap().to_string(),
-            "--timeout",
-            "0.2",
-        ])
+        .args(["udp-echo", &silent.local_addr().unwrap().to_string(), "--timeout", "0.2"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())

@@ -40,9 +40,7 @@ pub fn run(args: ChopArgs) -> Result<ExitCode, String> {
         Some(p) => std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()))?,
         None => {
             let mut v = Vec::new();
-            io::stdin()
-                .read_to_end(&mut v)
-                .map_err(|e| format!("reading stdin: {e}"))?;
+            io::stdin().read_to_end(&mut v).map_err(|e| format!("reading stdin: {e}"))?;
             v
         }
     };
@@ -50,9 +48,7 @@ pub fn run(args: ChopArgs) -> Result<ExitCode, String> {
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let wait = Duration::try_from_secs_f64(args.wait).map_err(|_| "--wait must be a number of seconds")?;
     let mut reader = stream.try_clone().map_err(|e| e.to_string())?;
-    reader
-        .set_read_timeout(Some(wait.max(Duration::from_millis(1))))
-        .map_err(|e| e.to_string())?;
+    reader.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).map_err(|e| e.to_string())?;
     let printer = std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
         let mut out = io::stdout();
@@ -69,9 +65,7 @@ pub fn run(args: ChopArgs) -> Result<ExitCode, String> {
         if i > 0 {
             std::thread::sleep(Duration::from_millis(args.delay_ms));
         }
-        writer
-            .write_all(chunk)
-            .map_err(|e| format!("sending to {}: {e}", args.addr))?;
+        writer.write_all(chunk).map_err(|e| format!("sending to {}: {e}", args.addr))?;
     }
     let _ = writer.shutdown(Shutdown::Write);
     let _ = printer.join();

@@ -34,13 +34,9 @@ pub fn run_tcp(args: EchoArgs) -> Result<ExitCode, String> {
     let mut reader = BufReader::new(stream);
     for line in input_lines("> ", true) {
         let line = line.map_err(|e| format!("reading stdin: {e}"))?;
-        writer
-            .write_all(format!("{line}\n").as_bytes())
-            .map_err(|e| format!("sending to {}: {e}", args.addr))?;
+        writer.write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("sending to {}: {e}", args.addr))?;
         let mut reply = Vec::new();
-        let n = reader
-            .read_until(b'\n', &mut reply)
-            .map_err(|e| format!("reading from {}: {e}", args.addr))?;
+        let n = reader.read_until(b'\n', &mut reply).map_err(|e| format!("reading from {}: {e}", args.addr))?;
         if n == 0 || reply.last() != Some(&b'\n') {
             return Err(format!("{} closed the connection", args.addr));
         }
@@ -58,21 +54,15 @@ pub fn run_udp(args: UdpEchoArgs) -> Result<ExitCode, String> {
         .ok()
         .filter(|t| !t.is_zero())
         .ok_or("--timeout must be a positive number of seconds")?;
-    let local: SocketAddr = if args.addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }
-        .parse()
-        .expect("literal");
+    let local: SocketAddr = if args.addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
     let socket = UdpSocket::bind(local).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
-    socket
-        .connect(args.addr)
-        .map_err(|e| format!("cannot reach {}: {e}", args.addr))?;
+    socket.connect(args.addr).map_err(|e| format!("cannot reach {}: {e}", args.addr))?;
     socket.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 65_536];
     let mut missed = 0u32;
     for line in input_lines("> ", true) {
         let line = line.map_err(|e| format!("reading stdin: {e}"))?;
-        socket
-            .send(line.as_bytes())
-            .map_err(|e| format!("sending to {}: {e}", args.addr))?;
+        socket.send(line.as_bytes()).map_err(|e| format!("sending to {}: {e}", args.addr))?;
         match socket.recv(&mut buf) {
             Ok(n) => {
                 let mut out = io::stdout().lock();
@@ -90,9 +80,5 @@ pub fn run_udp(args: UdpEchoArgs) -> Result<ExitCode, String> {
             }
         }
     }
-    Ok(if missed == 0 {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    })
+    Ok(if missed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

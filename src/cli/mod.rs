@@ -49,8 +49,7 @@ pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     if let Ok(port) = s.parse::<u16>() {
         return Ok(SocketAddr::from(([127, 0, 0, 1], port)));
     }
-    s.parse()
-        .map_err(|_| format!("`{s}` is not an address like 127.0.0.1:8080 (or a bare port)"))
+    s.parse().map_err(|_| format!("`{s}` is not an address like 127.0.0.1:8080 (or a bare port)"))
 }
 
 /// Byte order of 4-byte length prefixes, on the command line.

@@ -65,39 +65,14 @@ type Install = Box<dyn FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound>>;
 
 /// (name, transport, address, how to add it to the loop)
 fn plan(args: &ServeArgs) -> Vec<(&'static str, &'static str, SocketAddr, Install)> {
-    let framed = FramedConfig {
-        order: args.byte_order.into(),
-        max: args.max_frame,
-    };
-    let handshake = HandshakeConfig {
-        max: args.max_frame as u64,
-        quiet: Duration::from_millis(args.handshake_quiet_ms),
-    };
+    let framed = FramedConfig { order: args.byte_order.into(), max: args.max_frame };
+    let handshake =
+        HandshakeConfig { max: args.max_frame as u64, quiet: Duration::from_millis(args.handshake_quiet_ms) };
     let all: Vec<(&'static str, &'static str, SocketAddr, Install)> = vec![
-        (
-            "echo",
-            "tcp",
-            args.echo,
-            Box::new(|lp, a| lp.listen(a, services::echo::service())),
-        ),
-        (
-            "udp-echo",
-            "udp",
-            args.udp_echo,
-            Box::new(|lp, a| lp.bind_udp(a, services::udp_echo::answer)),
-        ),
-        (
-            "framed",
-            "tcp",
-            args.framed,
-            Box::new(move |lp, a| lp.listen(a, move |_| Framed::new(framed))),
-        ),
-        (
-            "handshake",
-            "tcp",
-            args.handshake,
-            Box::new(move |lp, a| lp.listen(a, move |_| Handshake::new(handshake))),
-        ),
+        ("echo", "tcp", args.echo, Box::new(|lp, a| lp.listen(a, services::echo::service()))),
+        ("udp-echo", "udp", args.udp_echo, Box::new(|lp, a| lp.bind_udp(a, services::udp_echo::answer))),
+        ("framed", "tcp", args.framed, Box::new(move |lp, a| lp.listen(a, move |_| Framed::new(framed)))),
+        ("handshake", "tcp", args.handshake, Box::new(move |lp, a| lp.listen(a, move |_| Handshake::new(handshake)))),
     ];
     all.into_iter()
         .filter(|(name, ..)| args.only.as_ref().map_or(true, |only| only.iter().any(|o| o == name)))
@@ -110,12 +85,8 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     }
     let grace = Duration::try_from_secs_f64(args.grace).map_err(|_| "--grace must be a number of seconds")?;
     raise_fd_limit();
-    let cfg = Config {
-        backlog: args.backlog,
-        high_water: args.high_water,
-        low_water: args.low_water,
-        ..Config::default()
-    };
+    let cfg =
+        Config { backlog: args.backlog, high_water: args.high_water, low_water: args.low_water, ..Config::default() };
     let mut lp = EventLoop::new(cfg).map_err(|e| format!("cannot create the event loop: {e}"))?;
     let mut stdout = io::stdout().lock();
     for (name, transport, addr, install) in plan(&args) {
@@ -157,10 +128,7 @@ fn watch_signals(handle: wireloop::Handle) -> Result<(), String> {
 /// Raises the soft limit on open files to the hard limit, so the server can
 /// hold as many connections as the system allows.
 fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {

@@ -69,19 +69,11 @@ pub fn decode(input: &[u8], max: u64) -> Result<Option<Length>, DigitsError> {
         match b {
             b'0'..=b'9' => value = push_digit(value, b, max)?,
             b'\n' | b'\r' if i == 0 => return Err(DigitsError::Empty),
-            b'\n' => {
-                return Ok(Some(Length {
-                    len: value,
-                    consumed: i + 1,
-                }))
-            }
+            b'\n' => return Ok(Some(Length { len: value, consumed: i + 1 })),
             b'\r' => {
                 return match input.get(i + 1) {
                     None => Ok(None),
-                    Some(b'\n') => Ok(Some(Length {
-                        len: value,
-                        consumed: i + 2,
-                    })),
+                    Some(b'\n') => Ok(Some(Length { len: value, consumed: i + 2 })),
                     Some(&other) => Err(DigitsError::NotADigit(other)),
                 };
             }
@@ -105,10 +97,7 @@ pub fn finish_unterminated(input: &[u8], max: u64) -> Result<Length, DigitsError
         }
         value = push_digit(value, b, max)?;
     }
-    Ok(Length {
-        len: value,
-        consumed: input.len(),
-    })
+    Ok(Length { len: value, consumed: input.len() })
 }
 
 fn push_digit(value: u64, b: u8, max: u64) -> Result<u64, DigitsError> {
@@ -143,19 +132,10 @@ mod tests {
         assert_eq!(decode(b"-1\n", MAX), Err(DigitsError::NotADigit(b'-')));
         assert_eq!(decode(b"1\r1", MAX), Err(DigitsError::NotADigit(b'1')));
         assert_eq!(decode(b"16777217", MAX), Err(DigitsError::TooLong { max: MAX }));
-        assert_eq!(
-            decode(b"99999999999999999999999", MAX),
-            Err(DigitsError::TooLong { max: MAX })
-        );
-        assert_eq!(
-            decode(b"99999999999999999999999", u64::MAX),
-            Err(DigitsError::TooLong { max: u64::MAX })
-        );
+        assert_eq!(decode(b"99999999999999999999999", MAX), Err(DigitsError::TooLong { max: MAX }));
+        assert_eq!(decode(b"99999999999999999999999", u64::MAX), Err(DigitsError::TooLong { max: u64::MAX }));
         assert_eq!(finish_unterminated(b"", MAX), Err(DigitsError::Empty));
-        assert_eq!(
-            finish_unterminated(b"16777217", MAX),
-            Err(DigitsError::TooLong { max: MAX })
-        );
+        assert_eq!(finish_unterminated(b"16777217", MAX), Err(DigitsError::TooLong { max: MAX }));
     }
 
     #[test]

@@ -29,10 +29,7 @@ pub struct FramedConfig {
 
 impl Default for FramedConfig {
     fn default() -> Self {
-        FramedConfig {
-            order: ByteOrder::Little,
-            max: DEFAULT_MAX_FRAME,
-        }
+        FramedConfig { order: ByteOrder::Little, max: DEFAULT_MAX_FRAME }
     }
 }
 
@@ -45,9 +42,7 @@ pub struct Framed {
 impl Framed {
     /// A connection waiting for its first length prefix.
     pub fn new(cfg: FramedConfig) -> Self {
-        Framed {
-            decoder: FrameDecoder::new(cfg.order, cfg.max),
-        }
+        Framed { decoder: FrameDecoder::new(cfg.order, cfg.max) }
     }
 }
 

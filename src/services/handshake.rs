@@ -41,10 +41,7 @@ pub struct HandshakeConfig {
 
 impl Default for HandshakeConfig {
     fn default() -> Self {
-        HandshakeConfig {
-            max: 16 * 1024 * 1024,
-            quiet: Duration::from_millis(50),
-        }
+        HandshakeConfig { max: 16 * 1024 * 1024, quiet: Duration::from_millis(50) }
     }
 }
 
@@ -53,7 +50,7 @@ enum State {
     /// Waiting for the length digits.
     Length,
     /// `ready` was sent; `remaining` body bytes are still to come.
-    Body { remaining: u64, logged: bool },
+    Body { remaining: u64 },
 }
 
 /// One connection's method-1 state machine.
@@ -61,15 +58,14 @@ enum State {
 pub struct Handshake {
     cfg: HandshakeConfig,
     state: State,
+    /// Whether the current message's start was logged.
+    logged: bool,
 }
 
 impl Handshake {
     /// A connection in the `Length` state.
     pub fn new(cfg: HandshakeConfig) -> Self {
-        Handshake {
-            cfg,
-            state: State::Length,
-        }
+        Handshake { cfg, state: State::Length, logged: false }
     }
 
     fn set_state(&mut self, cx: &Context<'_>, to: State) {
@@ -85,13 +81,8 @@ impl Handshake {
         if len.len == 0 {
             cx.out().extend_from_slice(b"success");
         } else {
-            self.set_state(
-                cx,
-                State::Body {
-                    remaining: len.len,
-                    logged: false,
-                },
-            );
+            self.logged = false;
+            self.set_state(cx, State::Body { remaining: len.len });
         }
     }
 
@@ -117,19 +108,16 @@ impl Handler for Handshake {
                     }
                     Err(e) => return self.refuse(e, cx),
                 },
-                State::Body { remaining, logged } => {
+                State::Body { remaining } => {
                     let avail = input.bytes();
                     let take = avail.len().min(usize::try_from(remaining).unwrap_or(usize::MAX));
                     if take == 0 {
                         return Flow::Continue;
                     }
-                    if !logged {
+                    if !self.logged {
+                        self.logged = true;
                         let shown = &avail[..take.min(32)];
-                        debug!(
-                            "handshake {}: message starts {:?}",
-                            cx.token().0,
-                            String::from_utf8_lossy(shown)
-                        );
+                        debug!("handshake {}: message starts {:?}", cx.token().0, String::from_utf8_lossy(shown));
                     }
                     input.consume(take);
                     let remaining = remaining - take as u64;
@@ -137,10 +125,8 @@ impl Handler for Handshake {
                         cx.out().extend_from_slice(b"success");
                         self.set_state(cx, State::Length);
                     } else {
-                        self.state = State::Body {
-                            remaining,
-                            logged: true,
-                        };
+                        // Progress within the body, not a transition: not traced.
+                        self.state = State::Body { remaining };
                     }
                 }
             }
@@ -165,10 +151,9 @@ impl Handler for Handshake {
         match self.state {
             State::Length if input.bytes().is_empty() => Flow::Close,
             State::Length => self.refuse("connection closed in the middle of the length", cx),
-            State::Body { remaining, .. } => self.refuse(
-                format!("connection closed with {remaining} message bytes still due"),
-                cx,
-            ),
+            State::Body { remaining, .. } => {
+                self.refuse(format!("connection closed with {remaining} message bytes still due"), cx)
+            }
         }
     }
 }

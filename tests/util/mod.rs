@@ -73,10 +73,7 @@ impl Server {
 
     /// Sends a signal to the server.
     pub fn signal(&self, sig: &str) {
-        let ok = Command::new("kill")
-            .args([&format!("-{sig}"), &self.pid().to_string()])
-            .status()
-            .expect("kill");
+        let ok = Command::new("kill").args([&format!("-{sig}"), &self.pid().to_string()]).status().expect("kill");
         assert!(ok.success());
     }
 
@@ -134,11 +131,7 @@ pub fn round_trip(s: &mut TcpStream, data: &[u8], expect: &[u8]) {
 
 /// `python3`, if the machine has it.
 pub fn python3() -> Option<PathBuf> {
-    let ok = Command::new("python3")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
+    let ok = Command::new("python3").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
     if ok {
         Some(PathBuf::from("python3"))
     } else {
@@ -158,16 +151,8 @@ pub fn client_script(name: &str, addr: SocketAddr) -> (tempfile::TempDir, PathBu
     for file in [name, "test5/constants.py"] {
         let path = dir.path().join(file);
         let text = std::fs::read_to_string(&path).expect("client source");
-        let patched: Vec<String> = text
-            .lines()
-            .map(|l| {
-                if l.starts_with("ip_port = ") {
-                    target.clone()
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect();
+        let patched: Vec<String> =
+            text.lines().map(|l| if l.starts_with("ip_port = ") { target.clone() } else { l.to_string() }).collect();
         std::fs::write(&path, patched.join("\n") + "\n").expect("write client");
     }
     let path = dir.path().join(name);
@@ -206,12 +191,7 @@ pub fn run_python_until(script: &Path, stdin: &str, expect: &[&str], limit: Dura
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn python3");
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .expect("feed stdin");
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).expect("feed stdin");
     let mut stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
