@@ -56,6 +56,7 @@ enum Call {
     Data,
     Eof,
     Timer,
+    Drain,
 }
 
 /// What an I/O pass left behind.
@@ -80,6 +81,8 @@ pub(crate) struct Conn {
     timer_at: Option<Instant>,
     /// A new `timer_at` the loop has not yet put in its heap.
     timer_unscheduled: bool,
+    /// The handler asked for `on_drain` once output reaches low water.
+    want_drain: bool,
 }
 
 impl Conn {
@@ -95,6 +98,7 @@ impl Conn {
             peer_eof: false,
             timer_at: None,
             timer_unscheduled: false,
+            want_drain: false,
         }
     }
 
@@ -167,6 +171,7 @@ impl Conn {
             Call::Data => handler.on_data(input, cx),
             Call::Eof => handler.on_eof(input, cx),
             Call::Timer => handler.on_timer(input, cx),
+            Call::Drain => handler.on_drain(input, cx),
         };
         let flow = if self.inbuf.is_empty() {
             // Fast path: parse straight from the scratch buffer, keep only the tail.
@@ -193,6 +198,7 @@ impl Conn {
             Some(TimerRequest::Clear) => self.timer_at = None,
             None => {}
         }
+        self.want_drain |= cx.drain_requested();
         flow
     }
 
@@ -293,15 +299,17 @@ impl Conn {
         Ok(Pass::Idle)
     }
 
-    /// State changes that follow from how much output is left. Returns
-    /// `Pass::More` when reading resumed and the socket must be read again
-    /// (readiness is edge-triggered, so no new event would come for bytes
-    /// already waiting).
+    /// State changes that follow from how much output is left, and the
+    /// handler's `on_drain` when it asked for one. Returns `Pass::More` when
+    /// there is more to do at once: reading resumed (readiness is
+    /// edge-triggered, so no new event would come for bytes already waiting)
+    /// or the handler produced more output.
     pub(crate) fn after_write(&mut self, token: Token, cfg: &Config) -> Pass {
+        let mut next = Pass::Idle;
         match self.state {
             ConnState::Paused if self.out.len() <= cfg.low_water => {
                 self.set_state(token, ConnState::Open);
-                return Pass::More;
+                next = Pass::More;
             }
             ConnState::Flushing { linger } if self.out.is_empty() => {
                 if linger {
@@ -313,10 +321,20 @@ impl Conn {
                     return Pass::More;
                 }
                 self.set_state(token, ConnState::Closed);
+                return Pass::Idle;
             }
             _ => {}
         }
-        Pass::Idle
+        let live = matches!(self.state, ConnState::Open | ConnState::Paused | ConnState::HalfClosed);
+        if self.want_drain && live && self.out.len() <= cfg.low_water {
+            // The handler produces its next piece of output now.
+            self.want_drain = false;
+            trace!("conn {}: drained to {} bytes", token.0, self.out.len());
+            let flow = self.call(token, &[], Call::Drain);
+            self.after_feed(token, flow, cfg);
+            next = Pass::More;
+        }
+        next
     }
 
     /// Stops reading, so that the connection flushes and closes (shutdown).

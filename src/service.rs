@@ -88,12 +88,13 @@ pub struct Context<'a> {
     token: Token,
     peer: SocketAddr,
     timer: Option<TimerRequest>,
+    drain: bool,
 }
 
 impl<'a> Context<'a> {
     /// Builds a context, for driving a handler outside the loop (tests).
     pub fn new(out: &'a mut OutBuf, token: Token, peer: SocketAddr) -> Self {
-        Context { out, token, peer, timer: None }
+        Context { out, token, peer, timer: None, drain: false }
     }
 
     /// The output buffer. Bytes appended here are written when the call
@@ -123,6 +124,19 @@ impl<'a> Context<'a> {
         self.timer = Some(TimerRequest::Clear);
     }
 
+    /// Asks for one [`Handler::on_drain`] call once the unsent output has
+    /// fallen to the loop's low-water mark. A handler that produces a large
+    /// reply piece by piece (a file download) writes one piece, asks, and
+    /// writes the next piece when called: its output stays bounded.
+    pub fn notify_on_drain(&mut self) {
+        self.drain = true;
+    }
+
+    /// Whether [`Context::notify_on_drain`] was called during this call.
+    pub fn drain_requested(&self) -> bool {
+        self.drain
+    }
+
     /// The timer change asked for during this call, if any.
     pub fn timer_request(&self) -> Option<TimerRequest> {
         self.timer
@@ -140,6 +154,14 @@ pub trait Handler {
     fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
         let _ = (input, cx);
         Flow::Close
+    }
+
+    /// The output drained to the low-water mark after the handler asked with
+    /// [`Context::notify_on_drain`]. `input` holds what is still unconsumed.
+    /// The default does nothing.
+    fn on_drain(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        let _ = (input, cx);
+        Flow::Continue
     }
 
     /// The timer set with [`Context::set_timer`] fired. `input` holds what is
