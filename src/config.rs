@@ -33,6 +33,19 @@ pub struct Config {
     /// How long to wait before accepting again after running out of file
     /// descriptors.
     pub accept_retry: Duration,
+    /// A message (a frame, a header, a line) that has begun must be complete
+    /// within this, however slowly its bytes trickle in.
+    pub message_timeout: Duration,
+    /// A connection with nothing in progress is closed after this.
+    pub idle_timeout: Duration,
+    /// A connection whose output makes no progress for this long (the peer
+    /// stopped reading) is closed.
+    pub send_timeout: Duration,
+    /// Unsent output past which a connection is closed outright (the
+    /// high-water mark normally stops it long before).
+    pub max_output: usize,
+    /// Connections at once; more get a short error line and are closed.
+    pub max_connections: usize,
 }
 
 impl Default for Config {
@@ -49,6 +62,17 @@ impl Default for Config {
             linger_time: Duration::from_secs(5),
             linger_bytes: 1024 * 1024,
             accept_retry: Duration::from_millis(100),
+            message_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(300),
+            send_timeout: Duration::from_secs(60),
+            max_output: 64 * 1024 * 1024,
+            max_connections: 10_000,
         }
+    }
+}
+
+impl Config {
+    pub(crate) fn timeouts(&self) -> crate::deadline::Timeouts {
+        crate::deadline::Timeouts { message: self.message_timeout, idle: self.idle_timeout, send: self.send_timeout }
     }
 }

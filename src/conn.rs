@@ -23,6 +23,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr};
+use std::process::ExitStatus;
 use std::time::Instant;
 
 use log::trace;
@@ -30,7 +31,9 @@ use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::buffer::{InBuf, OutBuf};
+use crate::child::{ChildId, ChildRequests, ChildStream};
 use crate::config::Config;
+use crate::deadline::{Deadlines, Expiry, Timeouts};
 use crate::service::{Context, Flow, Handler, Input, TimerRequest};
 
 /// Where a connection is in its life.
@@ -52,11 +55,13 @@ pub(crate) enum ConnState {
 
 /// Which handler method a call goes to.
 #[derive(Debug, Clone, Copy)]
-enum Call {
+enum Call<'a> {
     Data,
     Eof,
     Timer,
     Drain,
+    ChildOutput(ChildId, ChildStream, &'a [u8]),
+    ChildExit(ChildId, ExitStatus),
 }
 
 /// What an I/O pass left behind.
@@ -83,6 +88,13 @@ pub(crate) struct Conn {
     timer_unscheduled: bool,
     /// The handler asked for `on_drain` once output reaches low water.
     want_drain: bool,
+    /// Children spawned and signals sent by the handler, for the loop.
+    children: ChildRequests,
+    /// Message, idle and send deadlines.
+    deadlines: Deadlines,
+    /// Whether this connection ever spawned a child (so the loop checks
+    /// for paused pipes to resume).
+    pub(crate) has_children: bool,
 }
 
 impl Conn {
@@ -99,6 +111,9 @@ impl Conn {
             timer_at: None,
             timer_unscheduled: false,
             want_drain: false,
+            children: ChildRequests::default(),
+            has_children: false,
+            deadlines: Deadlines::new(Instant::now()),
         }
     }
 
@@ -143,6 +158,7 @@ impl Conn {
                 Err(e) => return Err(e),
             };
             trace!("conn {}: read {} bytes (buffered {})", token.0, n, self.inbuf.len());
+            self.deadlines.on_read(Instant::now());
             if n == 0 {
                 self.peer_eof = true;
                 let flow = self.feed(token, &[], true);
@@ -164,7 +180,7 @@ impl Conn {
         self.call(token, fresh, if eof { Call::Eof } else { Call::Data })
     }
 
-    fn call(&mut self, token: Token, fresh: &[u8], kind: Call) -> Flow {
+    fn call(&mut self, token: Token, fresh: &[u8], kind: Call<'_>) -> Flow {
         let mut cx = Context::new(&mut self.out, token, self.peer);
         let handler = &mut self.handler;
         let mut call = |input: &mut Input<'_>, cx: &mut Context<'_>| match kind {
@@ -172,6 +188,8 @@ impl Conn {
             Call::Eof => handler.on_eof(input, cx),
             Call::Timer => handler.on_timer(input, cx),
             Call::Drain => handler.on_drain(input, cx),
+            Call::ChildOutput(id, stream, data) => handler.on_child_output(id, stream, data, cx),
+            Call::ChildExit(id, status) => handler.on_child_exit(id, status, input, cx),
         };
         let flow = if self.inbuf.is_empty() {
             // Fast path: parse straight from the scratch buffer, keep only the tail.
@@ -199,7 +217,72 @@ impl Conn {
             None => {}
         }
         self.want_drain |= cx.drain_requested();
+        let declared = cx.activity();
+        let mut requests = cx.take_children();
+        self.has_children |= !requests.spawned.is_empty();
+        self.children.append(&mut requests);
+        self.deadlines.after_call(Instant::now(), declared, !self.out.is_empty(), !self.inbuf.is_empty());
         flow
+    }
+
+    /// A heap entry the loop must push for this connection's next deadline.
+    pub(crate) fn arm_deadline(&mut self, t: &Timeouts) -> Option<Instant> {
+        let (at, _) = self.deadlines.next(t, self.deadline_phase()?)?;
+        self.deadlines.arm(at).then_some(at)
+    }
+
+    /// The deadline entry fired: `Err` if the connection expired, otherwise
+    /// the next entry to push, if any.
+    pub(crate) fn check_deadline(&mut self, now: Instant, t: &Timeouts) -> Result<Option<Instant>, Expiry> {
+        self.deadlines.fired();
+        let Some(reading) = self.deadline_phase() else { return Ok(None) };
+        match self.deadlines.next(t, reading) {
+            Some((at, why)) if at <= now => Err(why),
+            Some((at, _)) => Ok(self.deadlines.arm(at).then_some(at)),
+            None => Ok(None),
+        }
+    }
+
+    /// `Some(reading)` while deadlines apply; idle and message deadlines
+    /// apply only while the connection reads.
+    fn deadline_phase(&self) -> Option<bool> {
+        match self.state {
+            ConnState::Open | ConnState::HalfClosed => Some(true),
+            ConnState::Paused | ConnState::Flushing { .. } => Some(false),
+            ConnState::Lingering { .. } | ConnState::Closed => None,
+        }
+    }
+
+    /// Children the handler spawned and signals it sent since the last call.
+    pub(crate) fn take_children(&mut self) -> ChildRequests {
+        std::mem::take(&mut self.children)
+    }
+
+    fn live(&self) -> bool {
+        matches!(self.state, ConnState::Open | ConnState::Paused | ConnState::HalfClosed)
+    }
+
+    /// Hands a child's output to the handler (ignored once closing).
+    pub(crate) fn child_output(&mut self, token: Token, id: ChildId, stream: ChildStream, data: &[u8], cfg: &Config) {
+        if self.live() {
+            trace!("conn {}: child {} {:?}: {} bytes", token.0, id.0, stream, data.len());
+            let flow = self.call(token, &[], Call::ChildOutput(id, stream, data));
+            self.after_feed(token, flow, cfg);
+        }
+    }
+
+    /// Tells the handler a child is done (ignored once closing).
+    pub(crate) fn child_exit(&mut self, token: Token, id: ChildId, status: ExitStatus, cfg: &Config) {
+        if self.live() {
+            trace!("conn {}: child {} exited ({})", token.0, id.0, status);
+            let flow = self.call(token, &[], Call::ChildExit(id, status));
+            self.after_feed(token, flow, cfg);
+        }
+    }
+
+    /// Unsent output, in bytes.
+    pub(crate) fn out_len(&self) -> usize {
+        self.out.len()
     }
 
     /// A deadline the loop must add to its heap, once.
@@ -214,9 +297,8 @@ impl Conn {
     /// Runs the handler's timer if it is still set and due. Stale heap
     /// entries (moved or cleared timers, closed connections) do nothing.
     pub(crate) fn fire_timer(&mut self, token: Token, now: Instant, cfg: &Config) {
-        let live = matches!(self.state, ConnState::Open | ConnState::Paused | ConnState::HalfClosed);
         match self.timer_at {
-            Some(at) if at <= now && live => {
+            Some(at) if at <= now && self.live() => {
                 self.timer_at = None;
                 trace!("conn {}: timer fired", token.0);
                 let flow = self.call(token, &[], Call::Timer);
@@ -227,6 +309,17 @@ impl Conn {
     }
 
     fn after_feed(&mut self, token: Token, flow: Flow, cfg: &Config) {
+        if self.out.len() > cfg.max_output {
+            log::warn!(
+                "conn {} ({}): {} bytes of unsent output exceed the limit of {}; closing",
+                token.0,
+                self.peer,
+                self.out.len(),
+                cfg.max_output
+            );
+            self.set_state(token, ConnState::Closed);
+            return;
+        }
         let next = match flow {
             Flow::Close => ConnState::Flushing { linger: !self.peer_eof },
             Flow::Continue if self.peer_eof => ConnState::HalfClosed,
@@ -285,6 +378,7 @@ impl Conn {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.out.advance(n);
+                    self.deadlines.on_write(Instant::now(), !self.out.is_empty());
                     trace!("conn {}: wrote {} bytes ({} left)", token.0, n, self.out.len());
                     budget -= n;
                     if budget == 0 && !self.out.is_empty() {
@@ -325,8 +419,7 @@ impl Conn {
             }
             _ => {}
         }
-        let live = matches!(self.state, ConnState::Open | ConnState::Paused | ConnState::HalfClosed);
-        if self.want_drain && live && self.out.len() <= cfg.low_water {
+        if self.want_drain && self.live() && self.out.len() <= cfg.low_water {
             // The handler produces its next piece of output now.
             self.want_drain = false;
             trace!("conn {}: drained to {} bytes", token.0, self.out.len());

@@ -30,19 +30,26 @@
 #![deny(missing_docs)]
 
 mod buffer;
+mod child;
 pub mod codec;
 mod config;
 mod conn;
+mod deadline;
 mod event_loop;
+mod handle;
 pub mod listener;
+pub mod ratelimit;
 mod service;
 pub mod services;
 mod timer;
 mod udp;
 
 pub use buffer::OutBuf;
+pub use child::{ChildId, ChildStream};
 pub use config::Config;
-pub use event_loop::{Bound, EventLoop, Handle, SourceId, Stats};
+pub use deadline::Activity;
+pub use event_loop::{Bound, EventLoop, SourceId, Stats};
+pub use handle::Handle;
 pub use mio::Token;
 pub use service::{Context, DatagramService, Flow, Handler, Input, Reply, Service, TimerRequest};
 pub use udp::UdpStats;

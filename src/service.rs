@@ -22,12 +22,16 @@
 //! * Returning [`Flow::Close`] asks the loop to flush what was appended and
 //!   then close. An error reply written before `Close` reaches the peer.
 
+use std::io;
 use std::net::SocketAddr;
+use std::process::{Command, ExitStatus};
 use std::time::{Duration, Instant};
 
 use mio::Token;
 
 use crate::buffer::OutBuf;
+use crate::child::{self, ChildId, ChildRequests, ChildStream};
+use crate::deadline::Activity;
 
 /// What a handler wants after a call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -89,12 +93,14 @@ pub struct Context<'a> {
     peer: SocketAddr,
     timer: Option<TimerRequest>,
     drain: bool,
+    children: ChildRequests,
+    activity: Option<Activity>,
 }
 
 impl<'a> Context<'a> {
     /// Builds a context, for driving a handler outside the loop (tests).
     pub fn new(out: &'a mut OutBuf, token: Token, peer: SocketAddr) -> Self {
-        Context { out, token, peer, timer: None, drain: false }
+        Context { out, token, peer, timer: None, drain: false, children: ChildRequests::default(), activity: None }
     }
 
     /// The output buffer. Bytes appended here are written when the call
@@ -137,6 +143,42 @@ impl<'a> Context<'a> {
         self.drain
     }
 
+    /// Starts a child process owned by this connection: stdin from
+    /// `/dev/null`, stdout and stderr piped into the loop, in a process group
+    /// of its own. Its output arrives in [`Handler::on_child_output`] and its
+    /// end, after all output, in [`Handler::on_child_exit`]. If the
+    /// connection closes first, the child's process group is killed.
+    pub fn spawn(&mut self, cmd: &mut Command) -> io::Result<ChildId> {
+        let (id, child) = child::spawn(cmd)?;
+        self.children.spawned.push((id, child));
+        Ok(id)
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to a child's whole process
+    /// group, right after this call returns.
+    pub fn signal_child(&mut self, child: ChildId, signal: i32) {
+        self.children.signals.push((child, signal));
+    }
+
+    /// Children spawned and signals sent during this call, for the loop.
+    pub(crate) fn take_children(&mut self) -> ChildRequests {
+        std::mem::take(&mut self.children)
+    }
+
+    /// Declares what the connection is doing, for the loop's deadlines: a
+    /// body streaming in ([`Activity::Receiving`], so the absolute message
+    /// deadline applies), work in progress ([`Activity::Working`], exempt
+    /// from the idle timeout), or [`Activity::Auto`] (the default: receiving
+    /// while input is buffered, otherwise idle).
+    pub fn set_activity(&mut self, activity: Activity) {
+        self.activity = Some(activity);
+    }
+
+    /// The activity declared during this call, if any.
+    pub fn activity(&self) -> Option<Activity> {
+        self.activity
+    }
+
     /// The timer change asked for during this call, if any.
     pub fn timer_request(&self) -> Option<TimerRequest> {
         self.timer
@@ -161,6 +203,28 @@ pub trait Handler {
     /// The default does nothing.
     fn on_drain(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
         let _ = (input, cx);
+        Flow::Continue
+    }
+
+    /// A child spawned with [`Context::spawn`] wrote `data` to `stream`.
+    /// While this connection's output is over the high-water mark, the
+    /// child's pipes are not read. The default does nothing.
+    fn on_child_output(&mut self, child: ChildId, stream: ChildStream, data: &[u8], cx: &mut Context<'_>) -> Flow {
+        let _ = (child, stream, data, cx);
+        Flow::Continue
+    }
+
+    /// A child exited and both its pipes reached end of file: no more
+    /// output will come. The default does nothing.
+    /// `input` holds unconsumed socket bytes (say, a pipelined next request).
+    fn on_child_exit(
+        &mut self,
+        child: ChildId,
+        status: ExitStatus,
+        input: &mut Input<'_>,
+        cx: &mut Context<'_>,
+    ) -> Flow {
+        let _ = (child, status, input, cx);
         Flow::Continue
     }
 

@@ -22,6 +22,8 @@ pub(crate) enum TimerKind {
     AcceptRetry,
     /// A handler's own timer (`Context::set_timer`).
     Handler,
+    /// A connection's message, idle or send deadline.
+    Deadline,
 }
 
 #[derive(Debug, Default)]

@@ -103,3 +103,12 @@ fn sticky_case_1_two_sends_arrive_as_one_read() {
 fn sticky_case_2_a_short_read_leaves_the_rest_for_the_next() {
     assert_eq!(sticky("once", "2", "10"), "recv(2) -----> \"he\"\nrecv(10) -----> \"llo feng\"");
 }
+
+#[test]
+fn run_command_prints_both_streams_and_the_status() {
+    let out = Command::new(example("run_command")).args(["ls", "/nonexistent-dir", "Cargo.toml"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("error : ls: cannot access '/nonexistent-dir'"), "{text}");
+    assert!(text.contains("out : Cargo.toml\n"), "{text}");
+    assert!(text.contains("status : code 2, signal null"), "{text}");
+}

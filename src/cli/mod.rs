@@ -2,8 +2,12 @@
 
 mod chop;
 mod echo;
+mod exec;
+mod files;
+mod limits;
 mod send;
 mod serve;
+mod time;
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
@@ -22,25 +26,43 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run every service in one event loop (see `wireloop serve --help`).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Interactive TCP echo client: each stdin line is sent, its uppercase reply printed.
     Echo(echo::EchoArgs),
     /// Interactive UDP echo client: each stdin line is one datagram.
     UdpEcho(echo::UdpEchoArgs),
     /// Send messages framed (4-byte length prefix) or by the handshake (length, ready, data, success).
     Send(send::SendArgs),
+    /// Run a command on the `exec` service: its output streams back, its exit code is ours.
+    Exec(exec::ExecArgs),
     /// Send a file or stdin in small chunks with delays, to watch partial reads; prints the replies.
     Chop(chop::ChopArgs),
+    /// Upload a file to the `files` service (resumes an interrupted upload of the same file).
+    Put(files::PutArgs),
+    /// Download a file from the `files` service, checking its MD5.
+    Get(files::GetArgs),
+    /// List the files the `files` service stores.
+    Ls(files::LsArgs),
+    /// Ask the `time` service for the local time in a strftime format.
+    Time(time::TimeArgs),
+    /// One SNTP exchange: prints the server's offset and the round-trip delay.
+    Sntp(time::SntpArgs),
 }
 
 /// Runs the parsed command.
 pub fn run(cli: Cli) -> Result<ExitCode, String> {
     match cli.command {
-        Command::Serve(a) => serve::run(a),
+        Command::Serve(a) => serve::run(*a),
         Command::Echo(a) => echo::run_tcp(a),
         Command::UdpEcho(a) => echo::run_udp(a),
         Command::Send(a) => send::run(a),
         Command::Chop(a) => chop::run(a),
+        Command::Put(a) => files::run_put(a),
+        Command::Get(a) => files::run_get(a),
+        Command::Ls(a) => files::run_ls(a),
+        Command::Time(a) => time::run_time(a),
+        Command::Sntp(a) => time::run_sntp(a),
+        Command::Exec(a) => exec::run(a),
     }
 }
 

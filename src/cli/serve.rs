@@ -9,14 +9,15 @@ use std::time::Duration;
 
 use clap::Args;
 use log::info;
+use wireloop::services::exec::ExecService;
 use wireloop::services::framed::{Framed, FramedConfig};
 use wireloop::services::handshake::{Handshake, HandshakeConfig};
-use wireloop::{services, Bound, Config, EventLoop};
+use wireloop::{services, Bound, EventLoop};
 
 use super::{parse_addr, Order};
 
 /// Every service `serve` knows, in the order it binds them.
-const SERVICES: &[&str] = &["echo", "udp-echo", "framed", "handshake"];
+const SERVICES: &[&str] = &["echo", "udp-echo", "exec", "files", "framed", "handshake", "time", "sntp"];
 
 #[derive(Debug, Args)]
 #[command(after_help = "Each service has a flag `--<name> ADDR`; `--only` picks which run.\n\
@@ -44,27 +45,23 @@ pub struct ServeArgs {
     /// been quiet this long.
     #[arg(long, value_name = "MS", default_value_t = 50)]
     handshake_quiet_ms: u64,
+    #[command(flatten)]
+    exec: super::exec::ExecServeArgs,
+    #[command(flatten)]
+    time: super::time::TimeServeArgs,
+    #[command(flatten)]
+    files: super::files::FilesServeArgs,
     /// Run only these services (comma-separated), e.g. `--only echo,udp-echo`.
     #[arg(long, value_delimiter = ',', value_name = "NAME[,NAME...]", value_parser = clap::builder::PossibleValuesParser::new(SERVICES))]
     only: Option<Vec<String>>,
-    /// Listen backlog for TCP services.
-    #[arg(long, default_value_t = 1024)]
-    backlog: u32,
-    /// Stop reading from a client while this many reply bytes wait unsent.
-    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
-    high_water: usize,
-    /// Resume reading once unsent replies fall to this many bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
-    low_water: usize,
-    /// On SIGINT/SIGTERM, seconds allowed to flush pending replies.
-    #[arg(long, value_name = "SECS", default_value_t = 3.0)]
-    grace: f64,
+    #[command(flatten)]
+    limits: super::limits::LimitArgs,
 }
 
 type Install = Box<dyn FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound>>;
 
 /// (name, transport, address, how to add it to the loop)
-fn plan(args: &ServeArgs) -> Vec<(&'static str, &'static str, SocketAddr, Install)> {
+fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr, Install)>, String> {
     let framed = FramedConfig { order: args.byte_order.into(), max: args.max_frame };
     let handshake =
         HandshakeConfig { max: args.max_frame as u64, quiet: Duration::from_millis(args.handshake_quiet_ms) };
@@ -73,23 +70,33 @@ fn plan(args: &ServeArgs) -> Vec<(&'static str, &'static str, SocketAddr, Instal
         ("udp-echo", "udp", args.udp_echo, Box::new(|lp, a| lp.bind_udp(a, services::udp_echo::answer))),
         ("framed", "tcp", args.framed, Box::new(move |lp, a| lp.listen(a, move |_| Framed::new(framed)))),
         ("handshake", "tcp", args.handshake, Box::new(move |lp, a| lp.listen(a, move |_| Handshake::new(handshake)))),
+        ("files", "tcp", args.files.files, {
+            let cfg = args.files.config();
+            Box::new(move |lp, a| lp.listen(a, services::files::service(&cfg)?))
+        }),
+        ("time", "udp", args.time.time, Box::new(args.time.install_time())),
+        ("sntp", "udp", args.time.sntp, Box::new(args.time.install_sntp())),
     ];
-    all.into_iter()
-        .filter(|(name, ..)| args.only.as_ref().map_or(true, |only| only.iter().any(|o| o == name)))
-        .collect()
+    let mut all = all;
+    let wants = |name: &str| args.only.as_ref().map_or(true, |only| only.iter().any(|o| o == name));
+    match args.exec.exec {
+        Some(addr) => {
+            let svc = ExecService::new(args.exec.config(addr)?);
+            all.push(("exec", "tcp", addr, Box::new(move |lp, a| lp.listen(a, svc))));
+        }
+        None if args.only.as_ref().is_some_and(|o| o.iter().any(|n| n == "exec")) => {
+            return Err("exec is off unless --exec ADDR is given".into());
+        }
+        None => {}
+    }
+    Ok(all.into_iter().filter(|(name, ..)| wants(name)).collect())
 }
 
 pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
-    if args.low_water > args.high_water {
-        return Err("--low-water must not exceed --high-water".into());
-    }
-    let grace = Duration::try_from_secs_f64(args.grace).map_err(|_| "--grace must be a number of seconds")?;
-    raise_fd_limit();
-    let cfg =
-        Config { backlog: args.backlog, high_water: args.high_water, low_water: args.low_water, ..Config::default() };
+    let (cfg, grace) = args.limits.config()?;
     let mut lp = EventLoop::new(cfg).map_err(|e| format!("cannot create the event loop: {e}"))?;
     let mut stdout = io::stdout().lock();
-    for (name, transport, addr, install) in plan(&args) {
+    for (name, transport, addr, install) in plan(&args)? {
         let bound = install(&mut lp, addr).map_err(|e| format!("cannot bind {name} ({transport}) on {addr}: {e}"))?;
         writeln!(stdout, "listening {name} {transport} {}", bound.addr).map_err(|e| e.to_string())?;
     }
@@ -123,21 +130,4 @@ fn watch_signals(handle: wireloop::Handle) -> Result<(), String> {
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     Ok(())
-}
-
-/// Raises the soft limit on open files to the hard limit, so the server can
-/// hold as many connections as the system allows.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 || lim.rlim_cur >= lim.rlim_max {
-            return;
-        }
-        let from = lim.rlim_cur;
-        lim.rlim_cur = lim.rlim_max;
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 {
-            info!("raised the open-file limit from {from} to {}", lim.rlim_cur);
-        }
-    }
 }

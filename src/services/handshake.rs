@@ -29,6 +29,7 @@ use log::{debug, trace};
 
 use crate::codec::digits::{self, Length};
 use crate::service::{Context, Flow, Handler, Input};
+use crate::Activity;
 
 /// Settings for the handshake service.
 #[derive(Debug, Clone, Copy)]
@@ -68,8 +69,11 @@ impl Handshake {
         Handshake { cfg, state: State::Length, logged: false }
     }
 
-    fn set_state(&mut self, cx: &Context<'_>, to: State) {
+    fn set_state(&mut self, cx: &mut Context<'_>, to: State) {
         trace!("handshake {}: {:?} => {:?}", cx.token().0, self.state, to);
+        // The body is consumed as it streams in, so say it is in progress:
+        // the loop's absolute message deadline then covers it.
+        cx.set_activity(if let State::Body { .. } = to { Activity::Receiving } else { Activity::Auto });
         self.state = to;
     }
 

@@ -23,20 +23,23 @@
 //!   is registered only while bytes remain.
 //! * A connection that reaches `Closed` is deregistered and removed here, and
 //!   nowhere else.
+//!
+//! Child processes and their pipes are glued in by `pipes.rs`.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use log::{debug, trace, warn};
 use mio::net::TcpListener;
 use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::handle::Handle;
 use slab::Slab;
 
+use crate::child::{Children, PipeSource};
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, Pass};
 use crate::listener;
@@ -44,7 +47,12 @@ use crate::service::{DatagramService, Service};
 use crate::timer::{TimerKind, Timers};
 use crate::udp::{UdpSource, UdpStats};
 
+mod pipes;
+
 const WAKER: Token = Token(usize::MAX);
+const SIGCHLD: Token = Token(usize::MAX - 1);
+/// How often children are polled with `try_wait` besides SIGCHLD.
+const REAP_FALLBACK: Duration = Duration::from_millis(500);
 /// Big enough for any UDP datagram over IPv4 (65,507 bytes of payload).
 const SCRATCH: usize = 64 * 1024;
 
@@ -73,50 +81,10 @@ pub struct Stats {
     pub errors: u64,
     /// Times accepting paused because file descriptors ran out.
     pub accept_pauses: u64,
-}
-
-type Task = Box<dyn FnOnce(&mut EventLoop) + Send>;
-
-struct Shared {
-    stop: AtomicBool,
-    tasks: Mutex<Vec<Task>>,
-}
-
-/// A thread-safe handle to an [`EventLoop`]: stop it, wake it, or run code
-/// on its thread. Cheap to clone.
-#[derive(Clone)]
-pub struct Handle {
-    waker: Arc<Waker>,
-    shared: Arc<Shared>,
-}
-
-impl fmt::Debug for Handle {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Handle").finish_non_exhaustive()
-    }
-}
-
-impl Handle {
-    /// Asks the loop to stop: [`EventLoop::run`] then stops accepting,
-    /// flushes pending replies (bounded by its grace period) and returns.
-    pub fn stop(&self) {
-        self.shared.stop.store(true, Ordering::SeqCst);
-        self.wake();
-    }
-
-    /// Wakes a loop blocked in `poll`.
-    pub fn wake(&self) {
-        if let Err(e) = self.waker.wake() {
-            warn!("waking the loop failed: {e}");
-        }
-    }
-
-    /// Runs `task` on the loop's thread at its next pass, for example to add
-    /// a listener while the loop runs.
-    pub fn submit(&self, task: impl FnOnce(&mut EventLoop) + Send + 'static) {
-        self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(Box::new(task));
-        self.wake();
-    }
+    /// Connections refused because `max_connections` were open.
+    pub refused: u64,
+    /// Connections closed by a message, idle or send timeout.
+    pub timeouts: u64,
 }
 
 struct ListenerSource {
@@ -129,6 +97,7 @@ enum Source {
     Listener(ListenerSource),
     Conn(Conn),
     Udp(UdpSource),
+    Pipe(PipeSource),
 }
 
 /// One thread's event loop. See the module docs for its rules.
@@ -143,6 +112,9 @@ pub struct EventLoop {
     cfg: Config,
     handle: Handle,
     stats: Stats,
+    children: Children,
+    last_reap: Instant,
+    conns: usize,
 }
 
 impl fmt::Debug for EventLoop {
@@ -158,8 +130,7 @@ impl EventLoop {
     /// Creates a loop with the given settings.
     pub fn new(cfg: Config) -> io::Result<Self> {
         let poll = Poll::new()?;
-        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let shared = Arc::new(Shared { stop: AtomicBool::new(false), tasks: Mutex::new(Vec::new()) });
+        let handle = Handle::new(Waker::new(poll.registry(), WAKER)?);
         Ok(EventLoop {
             poll,
             events: Some(Events::with_capacity(1024)),
@@ -169,8 +140,11 @@ impl EventLoop {
             scratch: vec![0; SCRATCH],
             reply: Vec::new(),
             cfg,
-            handle: Handle { waker, shared },
+            handle,
             stats: Stats::default(),
+            children: Children::default(),
+            last_reap: Instant::now(),
+            conns: 0,
         })
     }
 
@@ -191,7 +165,7 @@ impl EventLoop {
 
     /// Open TCP connections.
     pub fn connections(&self) -> usize {
-        self.sources.iter().filter(|(_, s)| matches!(s, Source::Conn(_))).count()
+        self.conns
     }
 
     /// Counters of a UDP socket.
@@ -204,7 +178,7 @@ impl EventLoop {
 
     /// True once [`Handle::stop`] was called.
     pub fn stop_requested(&self) -> bool {
-        self.handle.shared.stop.load(Ordering::SeqCst)
+        self.handle.stop_requested()
     }
 
     /// Binds a TCP listener (with `SO_REUSEADDR`) and serves it with `service`.
@@ -270,6 +244,11 @@ impl EventLoop {
                 self.run_tasks();
                 continue;
             }
+            if token == SIGCHLD {
+                self.children.drain_sigchld();
+                self.reap_children();
+                continue;
+            }
             let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
             let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
             self.drive(token, readable, writable);
@@ -281,6 +260,10 @@ impl EventLoop {
             }
         }
         self.fire_timers();
+        if !self.children.is_empty() && self.last_reap.elapsed() >= REAP_FALLBACK {
+            // SIGCHLD can be missed (coalesced, or consumed elsewhere): poll too.
+            self.reap_children();
+        }
         Ok(())
     }
 
@@ -288,6 +271,11 @@ impl EventLoop {
         if !self.pending.is_empty() {
             return Some(Duration::ZERO);
         }
+        let timeout = if self.children.is_empty() {
+            timeout
+        } else {
+            Some(timeout.map_or(REAP_FALLBACK, |t| t.min(REAP_FALLBACK)))
+        };
         match self.timers.next_deadline() {
             None => timeout,
             Some(at) => {
@@ -298,7 +286,7 @@ impl EventLoop {
     }
 
     fn run_tasks(&mut self) {
-        let tasks = std::mem::take(&mut *self.handle.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks = self.handle.take_tasks();
         for task in tasks {
             task(self);
         }
@@ -311,6 +299,7 @@ impl EventLoop {
             Some(Source::Listener(_)) => readable && self.accept(token),
             Some(Source::Conn(_)) => self.drive_conn(token, readable),
             Some(Source::Udp(_)) => self.drive_udp(token, readable, writable),
+            Some(Source::Pipe(_)) => self.drive_pipe(token),
         };
         if more {
             self.pending.push_back(token);
@@ -345,6 +334,13 @@ impl EventLoop {
                     continue;
                 }
             };
+            if self.conns >= self.cfg.max_connections {
+                // Best effort: the socket is new, so its buffer has room.
+                let _ = (&stream).write(b"error: too many connections, try again later\n");
+                self.stats.refused += 1;
+                debug!("listener {}: refused {peer}: {} connections open", token.0, self.conns);
+                continue;
+            }
             if let Err(e) = stream.set_nodelay(true) {
                 debug!("set TCP_NODELAY for {peer}: {e}");
             }
@@ -357,6 +353,7 @@ impl EventLoop {
                 continue;
             }
             entry.insert(Source::Conn(conn));
+            self.conns += 1;
             self.stats.accepted += 1;
             trace!("listener {}: accepted conn {} from {}", token.0, conn_token.0, peer);
         }
@@ -401,16 +398,29 @@ impl EventLoop {
             if let Some(at) = conn.take_new_timer() {
                 self.timers.schedule(at, token, TimerKind::Handler);
             }
+            if let Some(at) = conn.arm_deadline(&self.cfg.timeouts()) {
+                self.timers.schedule(at, token, TimerKind::Deadline);
+            }
             conn.sync_interest(self.poll.registry(), token)
         })();
+        let closed = conn.state() == ConnState::Closed;
+        let peer = conn.peer();
+        let requests = conn.take_children();
+        let resume_pipes = conn.has_children && conn.out_len() <= self.cfg.low_water;
+        if !requests.is_empty() {
+            self.adopt_children(token, requests);
+        }
+        if resume_pipes && !closed {
+            self.resume_pipes(token);
+        }
         match result {
             Err(e) => {
-                debug!("conn {} ({}): {}", token.0, conn.peer(), e);
+                debug!("conn {} ({}): {}", token.0, peer, e);
                 self.stats.errors += 1;
                 self.close(token);
                 false
             }
-            Ok(()) if conn.state() == ConnState::Closed => {
+            Ok(()) if closed => {
                 self.close(token);
                 false
             }
@@ -456,6 +466,16 @@ impl EventLoop {
                     // Write what the handler produced; settle state and interest.
                     self.drive(token, false, true);
                 }
+                (TimerKind::Deadline, Some(Source::Conn(conn))) => match conn.check_deadline(now, &self.cfg.timeouts())
+                {
+                    Ok(Some(at)) => self.timers.schedule(at, token, TimerKind::Deadline),
+                    Ok(None) => {}
+                    Err(why) => {
+                        debug!("conn {} ({}): closed by the {why:?} timeout", token.0, conn.peer());
+                        self.stats.timeouts += 1;
+                        self.close(token);
+                    }
+                },
                 (TimerKind::AcceptRetry, Some(Source::Listener(l))) => {
                     l.paused = false;
                     if self.accept(token) {
@@ -476,8 +496,19 @@ impl EventLoop {
         match source {
             Source::Conn(mut c) => {
                 c.deregister(registry);
+                self.conns -= 1;
                 self.stats.closed += 1;
                 trace!("conn {}: closed ({})", token.0, c.peer());
+                if c.has_children {
+                    // Kill what it started; the children are still reaped later.
+                    for pipe in self.children.orphan(token) {
+                        self.close(pipe);
+                    }
+                }
+            }
+            Source::Pipe(mut p) => {
+                p.deregister(registry);
+                trace!("pipe {}: closed (child {} {:?})", token.0, p.child.0, p.stream);
             }
             Source::Listener(mut l) => {
                 let _ = registry.deregister(&mut l.listener);
@@ -526,7 +557,7 @@ impl EventLoop {
         self.sources.iter().any(|(_, s)| match s {
             Source::Conn(c) => c.has_output() || matches!(c.state(), ConnState::Lingering { .. }),
             Source::Udp(u) => u.has_queued(),
-            Source::Listener(_) => false,
+            Source::Listener(_) | Source::Pipe(_) => false,
         })
     }
 }

@@ -1,0 +1,258 @@
+//! `wireloop put`, `get` and `ls`: clients of the `files` service, and the
+//! `serve` flags for it ([`FilesServeArgs`]).
+//!
+//! * `put [ADDR] FILE [--name NAME] [--overwrite]`: hashes the file, asks
+//!   `stat` whether the server holds an interrupted upload of the same name,
+//!   size and MD5, and resumes it from there if so; otherwise uploads all.
+//! * `get [ADDR] NAME [-o PATH]`: downloads to `PATH.wireloop-part`, checks
+//!   the MD5, then renames to PATH (`-o -` writes to stdout).
+//! * `ls [ADDR] [PREFIX]`: size, modification time (UTC) and name per line.
+//!
+//! Progress bars (bytes, rate, ETA) are drawn on stderr only when it is a
+//! terminal. Any failure prints the reason (the server's words if it sent
+//! some) and exits 1.
+
+use std::fs::{self, File};
+use std::io::{self, IsTerminal, Seek, SeekFrom, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::Value;
+use wireloop::services::files::client::{md5_of, Client};
+use wireloop::services::files::FilesConfig;
+
+use super::parse_addr;
+
+/// The files service's default address.
+const DEFAULT_ADDR: &str = "127.0.0.1:8086";
+
+/// `serve` flags of the files service.
+#[derive(Debug, Args)]
+pub struct FilesServeArgs {
+    /// Files: upload, download, resume and list (4-byte length + JSON header + body).
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_ADDR, value_parser = parse_addr)]
+    pub files: SocketAddr,
+    /// Files: where files are stored (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "./wireloop-files")]
+    pub files_root: PathBuf,
+    /// Files: largest accepted upload (default: unlimited, but never more than the free disk space).
+    #[arg(long, value_name = "BYTES")]
+    pub files_max_size: Option<u64>,
+    /// Files: interrupted uploads untouched for this long are removed.
+    #[arg(long, value_name = "SECS", default_value_t = 86_400)]
+    pub files_partial_max_age: u64,
+}
+
+impl FilesServeArgs {
+    /// The service settings these flags describe.
+    pub fn config(&self) -> FilesConfig {
+        FilesConfig {
+            root: self.files_root.clone(),
+            max_size: self.files_max_size,
+            partial_max_age: Duration::from_secs(self.files_partial_max_age),
+            ..FilesConfig::default()
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct PutArgs {
+    /// `[ADDR] FILE`: the address (default 127.0.0.1:8086) and the file to upload.
+    #[arg(value_name = "[ADDR] FILE", num_args = 1..=2, required = true)]
+    words: Vec<String>,
+    /// Name on the server (default: the file's name without its directories).
+    #[arg(long, value_name = "NAME")]
+    name: Option<String>,
+    /// Replace the file if the server already has one of that name.
+    #[arg(long)]
+    overwrite: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// `[ADDR] NAME`: the address (default 127.0.0.1:8086) and the name on the server.
+    #[arg(value_name = "[ADDR] NAME", num_args = 1..=2, required = true)]
+    words: Vec<String>,
+    /// Where to write it (default: the name's last component, here); `-` is stdout.
+    #[arg(short, long, value_name = "PATH")]
+    output: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// `[ADDR] [PREFIX]`: the address (default 127.0.0.1:8086) and a name prefix such as `dir/`.
+    #[arg(value_name = "[ADDR] [PREFIX]", num_args = 0..=2)]
+    words: Vec<String>,
+}
+
+/// Splits `[ADDR] REST…`: the first word is the address when there are
+/// more words than `rest` needs, or when it parses as one.
+fn split_addr(words: &[String], rest: usize) -> Result<(SocketAddr, Vec<String>), String> {
+    let default = || parse_addr(DEFAULT_ADDR).expect("literal");
+    match words.first() {
+        Some(w) if words.len() > rest => Ok((parse_addr(w)?, words[1..].to_vec())),
+        Some(w) if rest == 0 => parse_addr(w).map(|a| (a, Vec::new())),
+        _ => Ok((default(), words.to_vec())),
+    }
+}
+
+fn connect(addr: SocketAddr) -> Result<Client, String> {
+    Client::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))
+}
+
+/// A byte progress bar on stderr, hidden when stderr is not a terminal.
+fn bar(len: u64, what: &str) -> ProgressBar {
+    if !io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let pb = ProgressBar::new(len);
+    let style =
+        ProgressStyle::with_template("{msg:>9} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta}")
+            .expect("valid template")
+            .progress_chars("=> ");
+    pb.set_style(style);
+    pb.set_message(what.to_string());
+    pb
+}
+
+pub fn run_put(args: PutArgs) -> Result<ExitCode, String> {
+    let (addr, rest) = split_addr(&args.words, 1)?;
+    let path = PathBuf::from(&rest[0]);
+    let name = match &args.name {
+        Some(n) => n.clone(),
+        None => path.file_name().and_then(|n| n.to_str()).ok_or("give --name for this file")?.to_string(),
+    };
+    let open = || File::open(&path).map_err(|e| format!("cannot open {}: {e}", path.display()));
+    let size = open()?.metadata().map_err(|e| e.to_string())?.len();
+    let pb = bar(size, "hashing");
+    let md5 = md5_of(open()?, |n| pb.set_position(n)).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    pb.finish_and_clear();
+    let mut client = connect(addr)?;
+    // Resume when the server holds an interrupted upload of this very file.
+    let mut offset = 0;
+    if let Ok(st) = client.stat(&name) {
+        let same = st.get("partial_file_size").and_then(Value::as_u64) == Some(size)
+            && st.get("partial_md5").and_then(Value::as_str) == Some(md5.as_str());
+        if same {
+            offset = st.get("partial_size").and_then(Value::as_u64).unwrap_or(0);
+            eprintln!("resuming {name} at byte {offset} of {size}");
+        }
+    }
+    let mut file = open()?;
+    file.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
+    let pb = bar(size, "uploading");
+    pb.set_position(offset);
+    let info = client
+        .put(&name, size, &md5, offset, args.overwrite, file, |n| pb.set_position(n))
+        .map_err(|e| format!("upload of {} failed: {e}", path.display()))?;
+    pb.finish_and_clear();
+    println!("stored {} ({} bytes, md5 {})", info.file_name, info.file_size, info.md5);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn run_get(args: GetArgs) -> Result<ExitCode, String> {
+    let (addr, rest) = split_addr(&args.words, 1)?;
+    let name = rest[0].clone();
+    let mut client = connect(addr)?;
+    let to_stdout = args.output.as_deref() == Some(Path::new("-"));
+    if to_stdout {
+        let pb = bar(0, "receiving");
+        let info = client
+            .get(&name, io::stdout().lock(), |n, t| {
+                pb.set_length(t);
+                pb.set_position(n)
+            })
+            .map_err(|e| format!("download of {name} failed: {e}"))?;
+        pb.finish_and_clear();
+        io::stdout().flush().map_err(|e| e.to_string())?;
+        eprintln!("received {} ({} bytes, md5 {} verified)", info.file_name, info.file_size, info.md5);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let out = match args.output {
+        Some(p) => p,
+        None => PathBuf::from(name.rsplit('/').next().filter(|s| !s.is_empty()).ok_or("give -o PATH for this name")?),
+    };
+    let mut tmp = out.clone().into_os_string();
+    tmp.push(".wireloop-part");
+    let tmp = PathBuf::from(tmp);
+    let file = File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let mut w = io::BufWriter::with_capacity(256 * 1024, file);
+    let pb = bar(0, "receiving");
+    let got = client.get(&name, &mut w, |n, t| {
+        pb.set_length(t);
+        pb.set_position(n)
+    });
+    pb.finish_and_clear();
+    let done = got.map_err(|e| e.to_string()).and_then(|info| {
+        w.flush().map_err(|e| e.to_string())?;
+        fs::rename(&tmp, &out).map_err(|e| format!("cannot rename to {}: {e}", out.display()))?;
+        Ok(info)
+    });
+    match done {
+        Ok(info) => {
+            println!(
+                "saved {} to {} ({} bytes, md5 {} verified)",
+                info.file_name,
+                out.display(),
+                info.file_size,
+                info.md5
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(format!("download of {name} failed: {e}"))
+        }
+    }
+}
+
+pub fn run_ls(args: LsArgs) -> Result<ExitCode, String> {
+    let (addr, rest) = match args.words.len() {
+        0 => split_addr(&[], 0)?,
+        1 => match parse_addr(&args.words[0]) {
+            Ok(a) => (a, Vec::new()),
+            Err(_) => split_addr(&args.words, 1)?,
+        },
+        _ => split_addr(&args.words, 1)?,
+    };
+    let prefix = rest.first().cloned().unwrap_or_default();
+    let mut client = connect(addr)?;
+    let (files, truncated) = client.list(&prefix).map_err(|e| format!("listing failed: {e}"))?;
+    let mut out = io::stdout().lock();
+    for f in &files {
+        writeln!(out, "{:>14}  {}  {}", f.size, utc(f.mtime), f.name).map_err(|e| e.to_string())?;
+    }
+    if truncated {
+        eprintln!("(only the first {} files are listed)", files.len());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) for Unix seconds (Howard Hinnant's civil-from-days).
+fn utc(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
+        assert_eq!(super::utc(951_782_400), "2000-02-29 00:00:00");
+        assert_eq!(super::utc(1_795_633_001), "2026-11-25 18:56:41");
+    }
+}

@@ -1,0 +1,99 @@
+//! `serve` flags for the loop's limits, each with a safe default, and the
+//! start-up adjustment of the open-file limit. docs/limits.md lists them.
+
+use std::time::Duration;
+
+use clap::Args;
+use log::{info, warn};
+use wireloop::Config;
+
+/// Descriptors kept free for files, child pipes and listeners when sizing
+/// `--max-connections` to `RLIMIT_NOFILE`.
+const FD_HEADROOM: u64 = 256;
+
+#[derive(Debug, Args)]
+pub struct LimitArgs {
+    /// Listen backlog for TCP services.
+    #[arg(long, default_value_t = 1024)]
+    backlog: u32,
+    /// Stop reading from a client while this many reply bytes wait unsent.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    high_water: usize,
+    /// Resume reading once unsent replies fall to this many bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
+    low_water: usize,
+    /// Close a client whose unsent replies still exceed this (it is not reading).
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    max_output: usize,
+    /// Connections at once (lowered to fit the open-file limit); more get an error line.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    max_connections: usize,
+    /// A message that has begun must be complete within this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    message_timeout: f64,
+    /// Close a connection with nothing in progress after this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
+    idle_timeout: f64,
+    /// Close a connection whose replies make no progress for this many seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
+    send_timeout: f64,
+    /// On SIGINT/SIGTERM, seconds allowed for in-flight requests to finish.
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    grace: f64,
+}
+
+fn secs(name: &str, v: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(v).map_err(|_| format!("--{name} must be a number of seconds"))
+}
+
+impl LimitArgs {
+    /// The loop's settings, and the shutdown grace period.
+    pub fn config(&self) -> Result<(Config, Duration), String> {
+        if self.low_water > self.high_water {
+            return Err("--low-water must not exceed --high-water".into());
+        }
+        let nofile = raise_fd_limit();
+        let fit = usize::try_from(nofile.saturating_sub(FD_HEADROOM).max(16)).unwrap_or(usize::MAX);
+        let max_connections = if self.max_connections > fit {
+            warn!("--max-connections {} lowered to {fit} to fit the open-file limit of {nofile}", self.max_connections);
+            fit
+        } else {
+            self.max_connections
+        };
+        let cfg = Config {
+            backlog: self.backlog,
+            high_water: self.high_water,
+            low_water: self.low_water,
+            max_output: self.max_output,
+            max_connections,
+            message_timeout: secs("message-timeout", self.message_timeout)?,
+            idle_timeout: secs("idle-timeout", self.idle_timeout)?,
+            send_timeout: secs("send-timeout", self.send_timeout)?,
+            ..Config::default()
+        };
+        Ok((cfg, secs("grace", self.grace)?))
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit, so the server can
+/// hold as many connections as the system allows. Returns the soft limit now
+/// in force.
+fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let from = lim.rlim_cur;
+            let mut raised = lim;
+            raised.rlim_cur = lim.rlim_max;
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                info!("raised the open-file limit from {from} to {}", raised.rlim_cur);
+                lim = raised;
+            }
+        }
+    }
+    lim.rlim_cur
+}

@@ -1,0 +1,299 @@
+//! `exec`: the tutorial's remote command runner, driven by the loop.
+//!
+//! ```text
+//!            request header                 child output (pipes on the loop)
+//!  Idle ─────────────────────────▶ Running ───────────────▶ stdout/stderr messages
+//!   ▲   bad request / busy / bad    │  │ timeout: SIGTERM to the group, then SIGKILL after a grace
+//!   │   token: error message, Idle  │  │ output over the cap: SIGKILL, truncated
+//!   └───────────────────────────────┘  ▼
+//!        child reaped and pipes at EOF: exit message (then the next pipelined request)
+//! ```
+//!
+//! The tutorial's server blocks while its command runs, returns stdout *or*
+//! stderr and never the exit status, and sends output unframed. Here the
+//! command runs as `/bin/sh -c <cmd>` in its own process group; its pipes are
+//! sources on the same loop, so every other service keeps answering; each
+//! chunk is forwarded as a framed message as it is read; one final message
+//! ends every request. See `proto.rs` for the bytes.
+//!
+//! Safety: every command has a timeout (capped by the server), an output
+//! cap, a concurrency limit shared by all connections, an optional token
+//! (compared in constant time), and dies with its connection. The client
+//! must keep its sending side open while a command runs: EOF cancels the
+//! command, because a half-close cannot be told from a disconnect.
+
+pub mod proto;
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::process::{Command, ExitStatus};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use log::{debug, info, trace, warn};
+use serde_json::{Map, Value};
+
+use crate::codec::frame::ByteOrder;
+use crate::codec::header::{HeaderDecoder, Item, DEFAULT_MAX_HEADER};
+use crate::service::{Context, Flow, Handler, Input};
+use crate::{Activity, ChildId, ChildStream};
+use proto::Outcome;
+
+/// Settings for the command runner.
+#[derive(Debug, Clone)]
+pub struct ExecConfig {
+    /// Timeout when the request gives none.
+    pub default_timeout: Duration,
+    /// The most a request may ask for.
+    pub max_timeout: Duration,
+    /// Output forwarded per command before it is killed as truncated.
+    pub max_output: u64,
+    /// Commands running at once, across all connections.
+    pub max_concurrent: usize,
+    /// When set, every request must carry this token.
+    pub token: Option<String>,
+    /// Start commands with an empty environment.
+    pub env_clear: bool,
+    /// Variables to set for commands.
+    pub env: Vec<(String, String)>,
+    /// Time between SIGTERM and SIGKILL on timeout.
+    pub kill_grace: Duration,
+    /// The shell that runs `-c <cmd>`.
+    pub shell: PathBuf,
+}
+
+impl Default for ExecConfig {
+    fn default() -> Self {
+        ExecConfig {
+            default_timeout: Duration::from_secs(30),
+            max_timeout: Duration::from_secs(600),
+            max_output: 64 * 1024 * 1024,
+            max_concurrent: 16,
+            token: None,
+            env_clear: false,
+            env: Vec::new(),
+            kill_grace: Duration::from_secs(2),
+            shell: PathBuf::from("/bin/sh"),
+        }
+    }
+}
+
+/// Makes one [`Exec`] handler per connection; all share the settings and
+/// the count of running commands.
+#[derive(Debug, Clone)]
+pub struct ExecService {
+    cfg: Rc<ExecConfig>,
+    running: Rc<Cell<usize>>,
+}
+
+impl ExecService {
+    /// A service with these settings.
+    pub fn new(cfg: ExecConfig) -> Self {
+        ExecService { cfg: Rc::new(cfg), running: Rc::default() }
+    }
+
+    /// A handler for a new connection.
+    pub fn handler(&self) -> Exec {
+        Exec {
+            cfg: self.cfg.clone(),
+            running: self.running.clone(),
+            decoder: HeaderDecoder::new(ByteOrder::Little, DEFAULT_MAX_HEADER),
+            state: State::Idle,
+        }
+    }
+}
+
+impl crate::Service for ExecService {
+    fn accept(&mut self, _peer: std::net::SocketAddr) -> Box<dyn Handler> {
+        Box::new(self.handler())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Run {
+    child: ChildId,
+    started: Instant,
+    forwarded: u64,
+    timed_out: bool,
+    truncated: bool,
+    term_sent: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Waiting for a request.
+    Idle,
+    /// A command is running.
+    Running(Run),
+}
+
+/// One connection's command runner.
+#[derive(Debug)]
+pub struct Exec {
+    cfg: Rc<ExecConfig>,
+    running: Rc<Cell<usize>>,
+    decoder: HeaderDecoder,
+    state: State,
+}
+
+impl Exec {
+    fn set_state(&mut self, cx: &mut Context<'_>, to: State) {
+        let name = |s: &State| match s {
+            State::Idle => "Idle".to_string(),
+            State::Running(r) => format!("Running(child {})", r.child.0),
+        };
+        trace!("exec {}: {} => {}", cx.token().0, name(&self.state), name(&to));
+        if let (State::Running(_), State::Idle) = (self.state, to) {
+            self.running.set(self.running.get().saturating_sub(1));
+        }
+        // A running command is bounded by its own timeout, not the idle one.
+        cx.set_activity(if let State::Running(_) = to { Activity::Working } else { Activity::Auto });
+        self.state = to;
+    }
+
+    /// Validates a request and starts its command, or answers with an error.
+    fn start(&mut self, header: &Map<String, Value>, cx: &mut Context<'_>) {
+        let req = match proto::parse_request(header) {
+            Ok(r) => r,
+            Err(e) => return self.error(cx, &format!("bad request: {e}")),
+        };
+        if let Some(want) = &self.cfg.token {
+            let given = req.token.as_deref().unwrap_or("");
+            if !proto::constant_time_eq(given.as_bytes(), want.as_bytes()) {
+                warn!("exec {} ({}): request with a wrong or missing token refused", cx.token().0, cx.peer());
+                return self.error(cx, "bad token: this server needs the right \"token\" in each request");
+            }
+        }
+        if self.running.get() >= self.cfg.max_concurrent {
+            return self
+                .error(cx, &format!("busy: {} commands are already running; try again later", self.running.get()));
+        }
+        let mut cmd = Command::new(&self.cfg.shell);
+        cmd.arg("-c").arg(&req.cmd);
+        if self.cfg.env_clear {
+            cmd.env_clear();
+        }
+        cmd.envs(self.cfg.env.iter().map(|(k, v)| (k, v)));
+        let child = match cx.spawn(&mut cmd) {
+            Ok(c) => c,
+            Err(e) => return self.error(cx, &format!("cannot start the command: {e}")),
+        };
+        let timeout = req.timeout.unwrap_or(self.cfg.default_timeout).min(self.cfg.max_timeout);
+        info!("exec {} ({}): child {} runs {:?} (timeout {:?})", cx.token().0, cx.peer(), child.0, req.cmd, timeout);
+        cx.set_timer(timeout);
+        self.running.set(self.running.get() + 1);
+        let run =
+            Run { child, started: Instant::now(), forwarded: 0, timed_out: false, truncated: false, term_sent: false };
+        self.set_state(cx, State::Running(run));
+    }
+
+    fn error(&mut self, cx: &mut Context<'_>, msg: &str) {
+        debug!("exec {} ({}): {}", cx.token().0, cx.peer(), msg);
+        cx.out().append(|out| proto::encode_error(out, msg));
+    }
+}
+
+impl Handler for Exec {
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        // One request at a time: a pipelined next request waits, unconsumed,
+        // until the running one has ended.
+        while self.state == State::Idle {
+            match self.decoder.decode(input.bytes()) {
+                Ok(Some(d)) => {
+                    input.consume(d.consumed);
+                    match d.item {
+                        Item::Header(header) => {
+                            self.decoder.begin_body(0);
+                            self.start(&header, cx);
+                        }
+                        Item::Body(_) | Item::BodyEnd => {}
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    self.error(cx, &format!("bad request framing: {e}"));
+                    return Flow::Close;
+                }
+            }
+        }
+        Flow::Continue
+    }
+
+    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        if let State::Running(run) = self.state {
+            // A FIN looks the same whether the client half-closed or went
+            // away, and a silent command would never write to find out. So
+            // EOF cancels: closing the connection kills the process group.
+            debug!("exec {}: client closed while child {} runs; cancelling it", cx.token().0, run.child.0);
+            return Flow::Close;
+        }
+        if let Err(e) = self.decoder.finish(input.bytes()) {
+            self.error(cx, &format!("bad request framing: {e}"));
+        }
+        Flow::Close
+    }
+
+    fn on_child_output(&mut self, child: ChildId, stream: ChildStream, data: &[u8], cx: &mut Context<'_>) -> Flow {
+        let State::Running(mut run) = self.state else { return Flow::Continue };
+        if run.child != child || run.truncated {
+            return Flow::Continue;
+        }
+        let room = self.cfg.max_output.saturating_sub(run.forwarded);
+        let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        if take > 0 {
+            cx.out().append(|out| proto::encode_output(out, stream, &data[..take]));
+            run.forwarded += take as u64;
+        }
+        if take < data.len() {
+            debug!("exec {}: child {} passed the output cap; killing it", cx.token().0, child.0);
+            run.truncated = true;
+            cx.signal_child(child, libc::SIGKILL);
+        }
+        self.state = State::Running(run);
+        Flow::Continue
+    }
+
+    fn on_child_exit(
+        &mut self,
+        child: ChildId,
+        status: ExitStatus,
+        input: &mut Input<'_>,
+        cx: &mut Context<'_>,
+    ) -> Flow {
+        let State::Running(run) = self.state else { return Flow::Continue };
+        if run.child != child {
+            return Flow::Continue;
+        }
+        let outcome = Outcome::new(status, run.timed_out, run.truncated, run.started.elapsed());
+        cx.out().append(|out| proto::encode_exit(out, &outcome));
+        cx.clear_timer();
+        self.set_state(cx, State::Idle);
+        self.on_data(input, cx)
+    }
+
+    fn on_timer(&mut self, _input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        let State::Running(mut run) = self.state else { return Flow::Continue };
+        if !run.term_sent {
+            debug!("exec {}: child {} timed out; SIGTERM to its group", cx.token().0, run.child.0);
+            run.timed_out = true;
+            run.term_sent = true;
+            cx.signal_child(run.child, libc::SIGTERM);
+            cx.set_timer(self.cfg.kill_grace);
+        } else {
+            debug!("exec {}: child {} still there after the grace period; SIGKILL", cx.token().0, run.child.0);
+            cx.signal_child(run.child, libc::SIGKILL);
+            cx.set_timer(self.cfg.kill_grace);
+        }
+        self.state = State::Running(run);
+        Flow::Continue
+    }
+}
+
+impl Drop for Exec {
+    fn drop(&mut self) {
+        // The loop kills a closed connection's children; free its slot.
+        if let State::Running(_) = self.state {
+            self.running.set(self.running.get().saturating_sub(1));
+        }
+    }
+}

@@ -1,0 +1,254 @@
+//! A blocking client for the `files` service, for the CLI (`put`, `get`,
+//! `ls`), the examples and the benchmark. Plain `std::net`, one request at
+//! a time.
+//!
+//! ```text
+//!  put:  [len][{"file_name","file_size","md5","offset","overwrite"}][body in CHUNKs] ──▶
+//!        (between chunks: a non-blocking peek; an early reply is a refusal: stop, read it)
+//!        ◀── [len][{"ok":true,"file_name","file_size","md5"}]
+//!  get:  [len][{"op":"get","file_name"}] ──▶   ◀── [len][{"ok","file_size","md5","offset"}][body]
+//! ```
+//!
+//! Invariants: a reply header over [`MAX_REPLY`] bytes is refused before it
+//! is allocated; a download's body is streamed to the writer in chunks and
+//! its MD5 is checked against the reply's.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+
+use md5::{Digest, Md5};
+use serde_json::{json, Map, Value};
+
+use super::storage::{hex, Entry, CHUNK};
+
+/// Largest reply header the client accepts (a listing of 10,000 names).
+pub const MAX_REPLY: usize = 64 * 1024 * 1024;
+
+/// What can go wrong talking to the service.
+#[derive(Debug)]
+pub enum ClientError {
+    /// The connection failed.
+    Io(io::Error),
+    /// The server said `{"ok": false, "error": …}`.
+    Server(String),
+    /// The server's reply made no sense, or a download failed its MD5 check.
+    Protocol(String),
+}
+
+impl fmt::Display for ClientError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClientError::Io(e) => write!(f, "connection error: {e}"),
+            ClientError::Server(e) => write!(f, "server: {e}"),
+            ClientError::Protocol(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for ClientError {}
+
+impl From<io::Error> for ClientError {
+    fn from(e: io::Error) -> Self {
+        ClientError::Io(e)
+    }
+}
+
+/// The MD5 of everything `r` yields, as lowercase hex; `progress` gets the
+/// running byte count.
+pub fn md5_of(mut r: impl Read, mut progress: impl FnMut(u64)) -> io::Result<String> {
+    let mut md5 = Md5::new();
+    let mut buf = vec![0u8; CHUNK];
+    let mut total = 0u64;
+    loop {
+        let n = match r.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        md5.update(&buf[..n]);
+        total += n as u64;
+        progress(total);
+    }
+    Ok(hex(&md5.finalize()))
+}
+
+/// What a finished upload or download reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileInfo {
+    /// The name as the server stored it.
+    pub file_name: String,
+    /// The whole file's size.
+    pub file_size: u64,
+    /// The whole file's MD5 (verified, for a download).
+    pub md5: String,
+}
+
+/// One connection to a `files` server.
+#[derive(Debug)]
+pub struct Client {
+    stream: TcpStream,
+}
+
+impl Client {
+    /// Connects to `addr`.
+    pub fn connect(addr: SocketAddr) -> io::Result<Client> {
+        let stream = TcpStream::connect(addr)?;
+        stream.set_nodelay(true)?;
+        Ok(Client { stream })
+    }
+
+    /// Sends one request header.
+    pub fn send_header(&mut self, header: &Value) -> io::Result<()> {
+        let json = serde_json::to_vec(header)?;
+        let len = i32::try_from(json.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let mut msg = len.to_le_bytes().to_vec();
+        msg.extend_from_slice(&json);
+        self.stream.write_all(&msg)
+    }
+
+    /// Reads one reply header; `{"ok": false}` becomes [`ClientError::Server`].
+    pub fn read_reply(&mut self) -> Result<Map<String, Value>, ClientError> {
+        let mut len = [0u8; 4];
+        self.stream.read_exact(&mut len)?;
+        let len = i32::from_le_bytes(len);
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|&n| n > 0 && n <= MAX_REPLY)
+            .ok_or_else(|| ClientError::Protocol(format!("bad reply length {len}")))?;
+        let mut raw = vec![0u8; len];
+        self.stream.read_exact(&mut raw)?;
+        let v: Value = serde_json::from_slice(&raw).map_err(|e| ClientError::Protocol(format!("bad reply: {e}")))?;
+        let Value::Object(map) = v else { return Err(ClientError::Protocol("reply is not a JSON object".into())) };
+        if map.get("ok") == Some(&Value::Bool(true)) {
+            Ok(map)
+        } else {
+            let err = map.get("error").and_then(Value::as_str).unwrap_or("request failed, no reason given");
+            Err(ClientError::Server(err.to_string()))
+        }
+    }
+
+    /// `stat`: the reply as is (`file_size`/`md5` and/or `partial_size`).
+    pub fn stat(&mut self, name: &str) -> Result<Map<String, Value>, ClientError> {
+        self.send_header(&json!({"op": "stat", "file_name": name}))?;
+        self.read_reply()
+    }
+
+    /// `list`: the files whose names start with `prefix`.
+    pub fn list(&mut self, prefix: &str) -> Result<(Vec<Entry>, bool), ClientError> {
+        self.send_header(&json!({"op": "list", "prefix": prefix}))?;
+        let r = self.read_reply()?;
+        let files = serde_json::from_value(r.get("files").cloned().unwrap_or(Value::Null))
+            .map_err(|e| ClientError::Protocol(format!("bad listing: {e}")))?;
+        Ok((files, r.get("truncated") == Some(&Value::Bool(true))))
+    }
+
+    /// Uploads `body` (the file's bytes from `offset` on) as `name`.
+    /// `file_size` and `md5` describe the whole file. `progress` gets the
+    /// bytes sent so far, `offset` included. A refusal the server sends
+    /// while the body is still going out stops the upload and is returned.
+    #[allow(clippy::too_many_arguments)]
+    pub fn put(
+        &mut self,
+        name: &str,
+        file_size: u64,
+        md5: &str,
+        offset: u64,
+        overwrite: bool,
+        mut body: impl Read,
+        mut progress: impl FnMut(u64),
+    ) -> Result<FileInfo, ClientError> {
+        let header = json!({"op": "put", "file_name": name, "file_size": file_size, "md5": md5,
+                            "offset": offset, "overwrite": overwrite});
+        self.send_header(&header)?;
+        let mut buf = vec![0u8; CHUNK];
+        let mut sent = offset;
+        while sent < file_size {
+            if self.reply_waiting() {
+                return Err(self.early_reply());
+            }
+            let want = usize::try_from(file_size - sent).unwrap_or(CHUNK).min(CHUNK);
+            let n = body.read(&mut buf[..want])?;
+            if n == 0 {
+                return Err(ClientError::Protocol(format!("the file ended at {sent} of {file_size} bytes")));
+            }
+            if let Err(e) = self.stream.write_all(&buf[..n]) {
+                // The server may have refused and closed: its reply says why.
+                return Err(match self.read_reply() {
+                    Err(ClientError::Server(s)) => ClientError::Server(s),
+                    _ => ClientError::Io(e),
+                });
+            }
+            sent += n as u64;
+            progress(sent);
+        }
+        let r = self.read_reply()?;
+        info_of(&r)
+    }
+
+    /// True if the server has sent something (or closed) mid-upload.
+    fn reply_waiting(&self) -> bool {
+        let mut b = [0u8; 1];
+        if self.stream.set_nonblocking(true).is_err() {
+            return false;
+        }
+        let r = self.stream.peek(&mut b);
+        let _ = self.stream.set_nonblocking(false);
+        r.is_ok()
+    }
+
+    fn early_reply(&mut self) -> ClientError {
+        match self.read_reply() {
+            Ok(_) => ClientError::Protocol("the server replied before the upload was complete".into()),
+            Err(e) => e,
+        }
+    }
+
+    /// Downloads `name` into `out`, checking its MD5. `progress` gets the
+    /// bytes received so far.
+    pub fn get(
+        &mut self,
+        name: &str,
+        mut out: impl Write,
+        mut progress: impl FnMut(u64, u64),
+    ) -> Result<FileInfo, ClientError> {
+        self.send_header(&json!({"op": "get", "file_name": name}))?;
+        let r = self.read_reply()?;
+        let info = info_of(&r)?;
+        let mut md5 = Md5::new();
+        let mut buf = vec![0u8; CHUNK];
+        let mut got = 0u64;
+        while got < info.file_size {
+            let want = usize::try_from(info.file_size - got).unwrap_or(CHUNK).min(CHUNK);
+            let n = self.stream.read(&mut buf[..want])?;
+            if n == 0 {
+                return Err(ClientError::Protocol(format!(
+                    "the server closed the download at {got} of {} bytes",
+                    info.file_size
+                )));
+            }
+            md5.update(&buf[..n]);
+            out.write_all(&buf[..n])?;
+            got += n as u64;
+            progress(got, info.file_size);
+        }
+        let local = hex(&md5.finalize());
+        if local != info.md5 {
+            return Err(ClientError::Protocol(format!(
+                "md5 mismatch: the server said {}, the bytes received hash to {local}",
+                info.md5
+            )));
+        }
+        Ok(info)
+    }
+}
+
+fn info_of(r: &Map<String, Value>) -> Result<FileInfo, ClientError> {
+    let missing = |k: &str| ClientError::Protocol(format!("reply lacks `{k}`"));
+    Ok(FileInfo {
+        file_name: r.get("file_name").and_then(Value::as_str).ok_or_else(|| missing("file_name"))?.to_string(),
+        file_size: r.get("file_size").and_then(Value::as_u64).ok_or_else(|| missing("file_size"))?,
+        md5: r.get("md5").and_then(Value::as_str).ok_or_else(|| missing("md5"))?.to_string(),
+    })
+}

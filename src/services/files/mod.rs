@@ -1,0 +1,628 @@
+//! `files`: upload, download, resume and list over the tutorial's
+//! "4-byte length + JSON header + body" protocol, one connection state
+//! machine per client, all on the loop's one thread.
+//!
+//! ```text
+//!  client                                                     server (this state machine)
+//!  [len][{"file_name","file_size","md5"}][body ...] ──────▶  Idle ─Header─▶ Receiving ─Body*─▶ (write + MD5)
+//!                                                            ─BodyEnd─▶ [Verifying: MD5 of a resumed prefix,
+//!                                                                        one CHUNK per drain] ─▶ fsync, rename
+//!                                  [len][{"ok":true,…}] ◀──  Idle
+//!  [len][{"op":"get","file_name"}] ─────────────────────▶  [Hashing: no cached MD5, one CHUNK per drain]
+//!      [len][{"ok":true,"file_size","md5"}][body ...] ◀──  Sending: one CHUNK per on_drain ─▶ Idle
+//!  [len][{"op":"stat"|"list",…}]   ─────────────────────▶  reply at once, stay Idle
+//!  refused header, no body announced                     ─▶ [len][{"ok":false,"error"}], stay Idle
+//!  refused upload (body announced), bad header, disk error ─▶ [len][{"ok":false,"error"}], Closing (lingering close)
+//! ```
+//!
+//! Storage rules (names, partial files, atomic commit, limits) live in
+//! [`storage`]; message shapes in [`proto`]; a blocking client in [`client`].
+//!
+//! # Invariants
+//!
+//! * The handler is a [`State`] enum; every change goes through one
+//!   `set_state`, which traces `from => to` at `trace` level.
+//! * The decoder ([`HeaderDecoder`]) gets `begin_body` after every header:
+//!   the upload's `file_size - offset`, or 0.
+//! * A refusal is sent before any body byte is read. If no body was announced
+//!   the connection stays usable; if one was (or cannot be told), the reply
+//!   is followed by [`Flow::Close`], since the stream cannot be resynchronised.
+//! * Per loop event the handler does at most one bounded disk operation per
+//!   call: an upload writes the chunk the loop just read (≤ 64 KiB) and, when
+//!   resuming, reads at most [`storage::CHUNK`] of the prefix to hash; a
+//!   download reads one [`storage::CHUNK`] into the output only when the
+//!   socket has drained to the low-water mark (`notify_on_drain`), so output
+//!   stays under low water + one chunk and a file is never loaded whole.
+//!   Work with no socket event to drive it (hashing) asks for `on_drain`
+//!   with empty output, which the loop runs at most twice per pass before
+//!   putting the connection behind every other ready source.
+//! * The only unbounded blocking call is the commit's `fsync`, once per
+//!   upload; writeback is started every 8 MiB during the upload so it waits
+//!   for little (see [`storage`]).
+//! * While the state is busy (not `Idle`/`Receiving`), input is left
+//!   unconsumed; pipelined requests wait (bounded by the loop's `max_input`).
+
+pub mod client;
+pub mod proto;
+pub mod storage;
+
+use std::fs::File;
+use std::io;
+use std::net::SocketAddr;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::Duration;
+
+use log::{debug, info, trace};
+use md5::{Digest, Md5};
+use serde_json::{Map, Value};
+
+use self::proto::{announced_body, Reply, Request};
+use self::storage::{clean_name, hex, PartialInfo, Store, Upload, UploadSpec, CHUNK};
+use crate::codec::frame::ByteOrder;
+use crate::codec::header::{HeaderDecoder, Item, DEFAULT_MAX_HEADER};
+use crate::service::{Context, Flow, Handler, Input};
+
+/// Settings for the files service.
+#[derive(Debug, Clone)]
+pub struct FilesConfig {
+    /// The storage root; created if missing.
+    pub root: PathBuf,
+    /// Largest accepted file, if limited.
+    pub max_size: Option<u64>,
+    /// Interrupted uploads untouched for longer than this are removed.
+    pub partial_max_age: Duration,
+    /// Largest request header, in bytes.
+    pub max_header: usize,
+}
+
+impl Default for FilesConfig {
+    fn default() -> Self {
+        FilesConfig {
+            root: PathBuf::from("wireloop-files"),
+            max_size: None,
+            partial_max_age: Duration::from_secs(24 * 3600),
+            max_header: DEFAULT_MAX_HEADER,
+        }
+    }
+}
+
+/// Opens the store (creating the root, sweeping old partial files) and
+/// returns a [`crate::Service`] making one [`Files`] handler per connection.
+pub fn service(cfg: &FilesConfig) -> io::Result<impl FnMut(SocketAddr) -> Files> {
+    let store = Rc::new(Store::open(&cfg.root, cfg.max_size, cfg.partial_max_age)?);
+    info!("files: storing under {}", store.root().display());
+    let max_header = cfg.max_header;
+    Ok(move |peer| Files::new(Rc::clone(&store), max_header, peer))
+}
+
+/// An upload being received (or verified).
+#[derive(Debug)]
+struct Receive {
+    up: Upload,
+    md5: Md5,
+    /// Bytes of the partial file already fed to `md5` (less than
+    /// `up.written()` only after a resume, until the prefix is caught up).
+    hashed: u64,
+    expected: String,
+}
+
+/// Why a file's MD5 is being computed.
+#[derive(Debug)]
+enum Purpose {
+    Get { offset: u64 },
+    Stat { partial: Option<PartialInfo> },
+}
+
+/// A finished file without a cached MD5, hashed a chunk at a time.
+#[derive(Debug)]
+struct Hash {
+    name: String,
+    file: File,
+    size: u64,
+    pos: u64,
+    md5: Md5,
+    purpose: Purpose,
+}
+
+/// A download in progress.
+#[derive(Debug)]
+struct Send {
+    file: File,
+    pos: u64,
+    end: u64,
+}
+
+/// Where a connection is.
+#[derive(Debug)]
+enum State {
+    /// Between requests.
+    Idle,
+    /// Upload body chunks go to the partial file and the MD5.
+    Receiving(Receive),
+    /// Body complete; hashing the rest of a resumed prefix before the commit.
+    Verifying(Receive),
+    /// Computing a finished file's MD5 before a `get` or `stat` reply.
+    Hashing(Hash),
+    /// Streaming a download.
+    Sending(Send),
+    /// An error reply went out; the connection is closing.
+    Closing,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::Idle => "Idle",
+            State::Receiving(_) => "Receiving",
+            State::Verifying(_) => "Verifying",
+            State::Hashing(_) => "Hashing",
+            State::Sending(_) => "Sending",
+            State::Closing => "Closing",
+        }
+    }
+}
+
+/// One connection's files protocol state machine.
+#[derive(Debug)]
+pub struct Files {
+    store: Rc<Store>,
+    decoder: HeaderDecoder,
+    state: State,
+    /// Name of a state taken out with `take`, for the next trace line.
+    taken: Option<&'static str>,
+    peer: SocketAddr,
+    eof: bool,
+    buf: Vec<u8>,
+}
+
+impl Files {
+    /// A connection from `peer` on `store`, refusing headers over `max_header`.
+    pub fn new(store: Rc<Store>, max_header: usize, peer: SocketAddr) -> Files {
+        Files {
+            store,
+            decoder: HeaderDecoder::new(ByteOrder::Little, max_header),
+            state: State::Idle,
+            taken: None,
+            peer,
+            eof: false,
+            buf: Vec::new(),
+        }
+    }
+
+    /// The one place the state changes.
+    fn set_state(&mut self, to: State) {
+        let from = self.taken.take().unwrap_or(self.state.name());
+        if from != to.name() {
+            trace!("files {}: {} => {}", self.peer, from, to.name());
+        }
+        self.state = to;
+    }
+
+    /// Moves the current state's data out; the next `set_state` traces from it.
+    fn take(&mut self) -> State {
+        let s = std::mem::replace(&mut self.state, State::Idle);
+        self.taken = Some(s.name());
+        s
+    }
+
+    fn reply(&mut self, r: &Reply, cx: &mut Context<'_>) {
+        cx.out().append(|v| r.encode(v));
+    }
+
+    /// Sends an error. With no body announced the connection stays usable;
+    /// otherwise it closes (lingering, so the reply is not lost to a reset).
+    fn refuse(&mut self, why: String, body: Option<u64>, cx: &mut Context<'_>) -> Flow {
+        debug!("files {}: refused: {why}", self.peer);
+        self.reply(&Reply::error(why), cx);
+        if body == Some(0) {
+            return Flow::Continue;
+        }
+        self.set_state(State::Closing);
+        Flow::Close
+    }
+
+    /// An error after which the stream cannot continue.
+    fn fail(&mut self, why: String, cx: &mut Context<'_>) -> Flow {
+        debug!("files {}: closing: {why}", self.peer);
+        self.reply(&Reply::error(why), cx);
+        self.take();
+        self.set_state(State::Closing);
+        Flow::Close
+    }
+
+    /// Decodes and serves requests while the state can take input.
+    fn pump(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        loop {
+            if !matches!(self.state, State::Idle | State::Receiving(_)) {
+                return Flow::Continue;
+            }
+            let d = match self.decoder.decode(input.bytes()) {
+                Ok(Some(d)) => d,
+                Ok(None) => break,
+                Err(e) => return self.fail(format!("bad request: {e}"), cx),
+            };
+            input.consume(d.consumed);
+            let flow = match d.item {
+                Item::Header(map) => self.on_header(map, cx),
+                Item::Body(chunk) => self.on_body(chunk, cx),
+                Item::BodyEnd => self.on_body_end(cx),
+            };
+            if flow == Flow::Close {
+                return Flow::Close;
+            }
+        }
+        if self.eof && matches!(self.state, State::Idle) {
+            return match self.decoder.finish(input.bytes()) {
+                Ok(()) => Flow::Close,
+                Err(e) => self.fail(format!("bad request: {e}"), cx),
+            };
+        }
+        Flow::Continue
+    }
+
+    /// Serves a header, then tells the decoder its body length: the
+    /// accepted upload's `file_size - offset`, otherwise 0.
+    fn on_header(&mut self, map: Map<String, Value>, cx: &mut Context<'_>) -> Flow {
+        let flow = self.serve_header(map, cx);
+        let body = match &self.state {
+            State::Receiving(r) => r.up.file_size() - r.up.written(),
+            _ => 0,
+        };
+        self.decoder.begin_body(body);
+        flow
+    }
+
+    fn serve_header(&mut self, map: Map<String, Value>, cx: &mut Context<'_>) -> Flow {
+        let body = announced_body(&map);
+        let req = match proto::parse(&map) {
+            Ok(r) => r,
+            Err(e) => return self.refuse(e, body, cx),
+        };
+        let name_of = |raw: &str| clean_name(raw).map_err(|e| e.to_string());
+        match req {
+            Request::Put(p) => {
+                let body = p.body_len();
+                let name = match name_of(&p.file_name) {
+                    Ok(n) => n,
+                    Err(e) => return self.refuse(e, body, cx),
+                };
+                let spec = UploadSpec {
+                    name: &name,
+                    file_size: p.file_size,
+                    md5: &p.md5,
+                    offset: p.offset,
+                    overwrite: p.overwrite,
+                };
+                match self.store.begin_upload(&spec) {
+                    Err(e) => self.refuse(e, body, cx),
+                    Ok(up) => {
+                        self.set_state(State::Receiving(Receive { up, md5: Md5::new(), hashed: 0, expected: p.md5 }));
+                        Flow::Continue
+                    }
+                }
+            }
+            Request::Get { file_name, offset } => {
+                let name = match name_of(&file_name) {
+                    Ok(n) => n,
+                    Err(e) => return self.refuse(e, Some(0), cx),
+                };
+                let (file, size, md5) = match self.store.open_read(&name) {
+                    Ok(t) => t,
+                    Err(e) => return self.refuse(e, Some(0), cx),
+                };
+                if offset > size {
+                    return self.refuse(
+                        format!("offset {offset} is past the end of `{name}` ({size} bytes)"),
+                        Some(0),
+                        cx,
+                    );
+                }
+                let purpose = Purpose::Get { offset };
+                match md5 {
+                    Some(md5) => self.start_send(name, file, size, md5, offset, cx),
+                    None => self.start_hash(Hash { name, file, size, pos: 0, md5: Md5::new(), purpose }, cx),
+                }
+            }
+            Request::Stat { file_name } => {
+                let name = match name_of(&file_name) {
+                    Ok(n) => n,
+                    Err(e) => return self.refuse(e, Some(0), cx),
+                };
+                let partial = self.store.partial(&name);
+                match self.store.open_read(&name) {
+                    Ok((file, size, Some(md5))) => {
+                        self.reply(&stat_reply(name, Some((size, md5)), partial), cx);
+                        drop(file);
+                        Flow::Continue
+                    }
+                    Ok((file, size, None)) => {
+                        let purpose = Purpose::Stat { partial };
+                        self.start_hash(Hash { name, file, size, pos: 0, md5: Md5::new(), purpose }, cx)
+                    }
+                    Err(_) if partial.is_some() => {
+                        self.reply(&stat_reply(name, None, partial), cx);
+                        Flow::Continue
+                    }
+                    Err(e) => self.refuse(e, Some(0), cx),
+                }
+            }
+            Request::List { prefix } => match self.store.list(&prefix) {
+                Ok((files, truncated)) => {
+                    let r = Reply { files: Some(files), truncated: Some(truncated), ..Reply::ok() };
+                    self.reply(&r, cx);
+                    Flow::Continue
+                }
+                Err(e) => self.refuse(e, Some(0), cx),
+            },
+        }
+    }
+
+    fn on_body(&mut self, chunk: &[u8], cx: &mut Context<'_>) -> Flow {
+        let State::Receiving(r) = &mut self.state else {
+            return self.fail("internal error: body bytes outside an upload".into(), cx);
+        };
+        let before = r.up.written();
+        if let Err(e) = r.up.write(chunk) {
+            let name = r.up.name().to_string();
+            if let State::Receiving(r) = self.take() {
+                r.up.discard();
+            }
+            return self.fail(
+                format!("disk error while writing `{name}` at byte {before}: {e}; the partial upload was removed"),
+                cx,
+            );
+        }
+        if r.hashed == before {
+            r.md5.update(chunk);
+            r.hashed = r.up.written();
+            Flow::Continue
+        } else {
+            // Resumed: the prefix on disk is not hashed yet; catch up a chunk.
+            self.catch_up(cx)
+        }
+    }
+
+    /// Hashes one more chunk of a resumed upload's prefix from disk.
+    fn catch_up(&mut self, cx: &mut Context<'_>) -> Flow {
+        let (State::Receiving(r) | State::Verifying(r)) = &mut self.state else {
+            return Flow::Continue;
+        };
+        let want = usize::try_from(r.up.written() - r.hashed).unwrap_or(CHUNK).min(CHUNK);
+        self.buf.resize(want, 0);
+        match r.up.read_at(&mut self.buf, r.hashed) {
+            Ok(n) if n > 0 => {
+                r.md5.update(&self.buf[..n]);
+                r.hashed += n as u64;
+                Flow::Continue
+            }
+            Ok(_) => self.fail("the partial file shrank while resuming; start over with offset 0".into(), cx),
+            Err(e) => self.fail(format!("disk error while reading the partial file: {e}"), cx),
+        }
+    }
+
+    fn on_body_end(&mut self, cx: &mut Context<'_>) -> Flow {
+        match self.take() {
+            State::Receiving(r) if r.hashed < r.up.written() => {
+                self.set_state(State::Verifying(r));
+                cx.notify_on_drain();
+                Flow::Continue
+            }
+            State::Receiving(r) => self.finish(r, cx),
+            other => {
+                // The empty body of a get/stat/list (already answered).
+                self.set_state(other);
+                Flow::Continue
+            }
+        }
+    }
+
+    /// Compares the MD5 and commits or discards the upload.
+    fn finish(&mut self, r: Receive, cx: &mut Context<'_>) -> Flow {
+        let got = hex(&r.md5.finalize());
+        let (name, size) = (r.up.name().to_string(), r.up.written());
+        let reply = if got != r.expected {
+            r.up.discard();
+            Reply::error(format!(
+                "md5 mismatch for `{name}`: the header said {}, but the {size} bytes received hash to {got}; \
+                 nothing was stored, check the file and upload it again",
+                r.expected
+            ))
+        } else {
+            match r.up.commit(&got) {
+                Ok(t) => {
+                    info!(
+                        "files {}: stored {name} ({size} bytes, fsync {:?}, rename {:?})",
+                        self.peer, t.fsync, t.rename
+                    );
+                    Reply { file_name: Some(name), file_size: Some(size), md5: Some(got), ..Reply::ok() }
+                }
+                Err(e) => Reply::error(format!("could not store `{name}`: {e}; the upload was removed")),
+            }
+        };
+        self.reply(&reply, cx);
+        self.set_state(State::Idle);
+        Flow::Continue
+    }
+
+    fn start_hash(&mut self, h: Hash, cx: &mut Context<'_>) -> Flow {
+        self.set_state(State::Hashing(h));
+        cx.notify_on_drain();
+        Flow::Continue
+    }
+
+    /// One chunk of a finished file's MD5; at the end, the reply.
+    fn hash_step(&mut self, cx: &mut Context<'_>) -> Flow {
+        let State::Hashing(h) = &mut self.state else { return Flow::Continue };
+        let want = usize::try_from(h.size - h.pos).unwrap_or(CHUNK).min(CHUNK);
+        if want > 0 {
+            self.buf.resize(want, 0);
+            match h.file.read_at(&mut self.buf, h.pos) {
+                Ok(n) if n > 0 => {
+                    h.md5.update(&self.buf[..n]);
+                    h.pos += n as u64;
+                }
+                other => {
+                    let why = match other {
+                        Err(e) => format!("cannot read `{}`: {e}", h.name),
+                        _ => format!("`{}` changed while it was being read; try again", h.name),
+                    };
+                    self.take();
+                    self.set_state(State::Idle);
+                    self.reply(&Reply::error(why), cx);
+                    return Flow::Continue;
+                }
+            }
+            if h.pos < h.size {
+                cx.notify_on_drain();
+                return Flow::Continue;
+            }
+        }
+        let State::Hashing(h) = self.take() else { unreachable!("checked above") };
+        let md5 = hex(&h.md5.finalize());
+        self.store.remember_md5(&h.name, &h.file, &md5);
+        match h.purpose {
+            Purpose::Get { offset } => self.start_send(h.name, h.file, h.size, md5, offset, cx),
+            Purpose::Stat { partial } => {
+                self.reply(&stat_reply(h.name, Some((h.size, md5)), partial), cx);
+                self.set_state(State::Idle);
+                Flow::Continue
+            }
+        }
+    }
+
+    fn start_send(
+        &mut self,
+        name: String,
+        file: File,
+        size: u64,
+        md5: String,
+        offset: u64,
+        cx: &mut Context<'_>,
+    ) -> Flow {
+        debug!("files {}: sending {name} from {offset} of {size}", self.peer);
+        let r =
+            Reply { file_name: Some(name), file_size: Some(size), md5: Some(md5), offset: Some(offset), ..Reply::ok() };
+        self.reply(&r, cx);
+        self.set_state(State::Sending(Send { file, pos: offset, end: size }));
+        self.send_chunk(cx)
+    }
+
+    /// Appends the next chunk of a download straight into the output buffer.
+    fn send_chunk(&mut self, cx: &mut Context<'_>) -> Flow {
+        let State::Sending(s) = &mut self.state else { return Flow::Continue };
+        let want = usize::try_from(s.end - s.pos).unwrap_or(CHUNK).min(CHUNK);
+        if want > 0 {
+            let (file, pos) = (&s.file, s.pos);
+            let got = cx.out().append(|v| {
+                let start = v.len();
+                v.resize(start + want, 0);
+                let mut filled = 0;
+                let r = loop {
+                    match file.read_at(&mut v[start + filled..], pos + filled as u64) {
+                        Ok(0) => break Ok(filled),
+                        Ok(n) => {
+                            filled += n;
+                            if filled == want {
+                                break Ok(filled);
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => break Err(e),
+                    }
+                };
+                v.truncate(start + filled);
+                r
+            });
+            match got {
+                Ok(n) if n == want => s.pos += n as u64,
+                // The size is already promised in the reply header: the only
+                // honest thing left is to cut the stream.
+                Ok(_) => return self.close_now("the file shrank during the download"),
+                Err(e) => return self.close_now(&format!("read error during the download: {e}")),
+            }
+        }
+        if s.pos < s.end {
+            cx.notify_on_drain();
+        } else {
+            self.take();
+            self.set_state(State::Idle);
+        }
+        Flow::Continue
+    }
+
+    fn close_now(&mut self, why: &str) -> Flow {
+        log::warn!("files {}: {why}; closing", self.peer);
+        self.take();
+        self.set_state(State::Closing);
+        Flow::Close
+    }
+}
+
+fn stat_reply(name: String, complete: Option<(u64, String)>, partial: Option<PartialInfo>) -> Reply {
+    let (file_size, md5) = complete.map_or((None, None), |(s, m)| (Some(s), Some(m)));
+    Reply {
+        file_name: Some(name),
+        file_size,
+        md5,
+        partial_size: partial.as_ref().map(|p| p.size),
+        partial_file_size: partial.as_ref().map(|p| p.meta.file_size),
+        partial_md5: partial.map(|p| p.meta.md5),
+        ..Reply::ok()
+    }
+}
+
+impl Handler for Files {
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        if matches!(self.state, State::Closing) {
+            input.consume(input.bytes().len());
+            return Flow::Close;
+        }
+        self.pump(input, cx)
+    }
+
+    fn on_drain(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        let flow = match &self.state {
+            State::Sending(_) => self.send_chunk(cx),
+            State::Hashing(_) => self.hash_step(cx),
+            State::Verifying(r) if r.hashed < r.up.written() => {
+                let flow = self.catch_up(cx);
+                if flow == Flow::Continue {
+                    cx.notify_on_drain();
+                }
+                flow
+            }
+            State::Verifying(_) => {
+                let State::Verifying(r) = self.take() else { unreachable!("matched above") };
+                self.finish(r, cx)
+            }
+            State::Idle | State::Receiving(_) => Flow::Continue,
+            State::Closing => return Flow::Close,
+        };
+        if flow == Flow::Close {
+            return flow;
+        }
+        self.pump(input, cx)
+    }
+
+    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        self.eof = true;
+        match &self.state {
+            State::Receiving(r) => {
+                info!(
+                    "files {}: upload of {} interrupted at {} of {} bytes; the partial file is kept for a resume",
+                    self.peer,
+                    r.up.name(),
+                    r.up.written(),
+                    r.up.file_size()
+                );
+                self.take();
+                self.set_state(State::Closing);
+                Flow::Close
+            }
+            State::Closing => Flow::Close,
+            _ => self.pump(input, cx),
+        }
+    }
+}
