@@ -260,10 +260,6 @@ fn zombies_of(pid: u32) -> usize {
         .count()
 }
 
-fn fd_count(pid: u32) -> usize {
-    std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().count()
-}
-
 #[test]
 fn five_hundred_commands_leave_no_zombies_and_no_leaked_descriptors() {
     let srv = server(&[]);
@@ -273,14 +269,14 @@ fn five_hundred_commands_leave_no_zombies_and_no_leaked_descriptors() {
     let mut buf = Vec::new();
     request(&mut s, json!({"cmd": "true"}));
     collect(&mut s, &mut dec, &mut buf);
-    let before = fd_count(pid);
+    let before = util::fd_count(pid);
     for i in 0..500 {
         request(&mut s, json!({"cmd": format!("echo {i}")}));
         let run = collect(&mut s, &mut dec, &mut buf);
         assert_eq!(run.stdout, format!("{i}\n").as_bytes());
     }
     assert!(wait_until(Duration::from_secs(3), || zombies_of(pid) == 0), "{} zombies", zombies_of(pid));
-    assert_eq!(fd_count(pid), before, "descriptors leaked");
+    assert_eq!(util::fd_count(pid), before, "descriptors leaked");
 }
 
 #[test]

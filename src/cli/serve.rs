@@ -95,14 +95,21 @@ fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr,
 pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     let (cfg, grace) = args.limits.config()?;
     let mut lp = EventLoop::new(cfg).map_err(|e| format!("cannot create the event loop: {e}"))?;
-    let mut stdout = io::stdout().lock();
+    // Handlers first: a signal sent as soon as the listening lines appear
+    // must find them installed.
+    watch_signals(lp.handle())?;
+    // Bind everything before printing anything: all lines, or an error.
+    let mut bound = Vec::new();
     for (name, transport, addr, install) in plan(&args)? {
-        let bound = install(&mut lp, addr).map_err(|e| format!("cannot bind {name} ({transport}) on {addr}: {e}"))?;
-        writeln!(stdout, "listening {name} {transport} {}", bound.addr).map_err(|e| e.to_string())?;
+        let b = install(&mut lp, addr).map_err(|e| format!("cannot bind {name} ({transport}) on {addr}: {e}"))?;
+        bound.push((name, transport, b.addr));
+    }
+    let mut stdout = io::stdout().lock();
+    for (name, transport, addr) in bound {
+        writeln!(stdout, "listening {name} {transport} {addr}").map_err(|e| e.to_string())?;
     }
     stdout.flush().map_err(|e| e.to_string())?;
     drop(stdout);
-    watch_signals(lp.handle())?;
     lp.run(grace).map_err(|e| format!("event loop failed: {e}"))?;
     info!("stopped");
     Ok(ExitCode::SUCCESS)

@@ -69,7 +69,9 @@ pub fn upper_into(input: &[u8], eof: bool, out: &mut Vec<u8>) -> usize {
 
 fn push_upper(s: &str, out: &mut Vec<u8>) {
     if s.is_ascii() {
-        out.extend(s.bytes().map(|b| b.to_ascii_uppercase()));
+        let start = out.len();
+        out.extend_from_slice(s.as_bytes());
+        out[start..].make_ascii_uppercase();
         return;
     }
     let mut tmp = [0u8; 4];

@@ -223,3 +223,45 @@ pub fn run_python_until(script: &Path, stdin: &str, expect: &[&str], limit: Dura
     let _ = child.wait();
     String::from_utf8_lossy(&out).into_owned()
 }
+
+/// User + system CPU time of a process so far, in clock ticks (1/100 s).
+pub fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("proc stat");
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    // after ")": state(0) ppid(1) … utime(11) stime(12)
+    f[11].parse::<u64>().unwrap_or(0) + f[12].parse::<u64>().unwrap_or(0)
+}
+
+/// Open descriptors of a process.
+pub fn fd_count(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd")).map(|d| d.count()).unwrap_or(0)
+}
+
+/// The `q` quantile (0..=1) of some durations.
+pub fn quantile(samples: &mut [Duration], q: f64) -> Duration {
+    samples.sort();
+    if samples.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((samples.len() as f64 - 1.0) * q).round() as usize;
+    samples[i]
+}
+
+/// Round trips on an echo connection every `every` until `stop`; returns the latencies.
+pub fn echo_latencies(
+    addr: SocketAddr,
+    every: Duration,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<Duration> {
+    let mut s = connect(addr);
+    s.set_nodelay(true).unwrap();
+    let mut out = Vec::new();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let t = Instant::now();
+        round_trip(&mut s, b"ping", b"PING");
+        out.push(t.elapsed());
+        std::thread::sleep(every);
+    }
+    out
+}
