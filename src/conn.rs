@@ -62,6 +62,7 @@ enum Call<'a> {
     Drain,
     ChildOutput(ChildId, ChildStream, &'a [u8]),
     ChildExit(ChildId, ExitStatus),
+    Shutdown,
 }
 
 /// What an I/O pass left behind.
@@ -190,6 +191,7 @@ impl Conn {
             Call::Drain => handler.on_drain(input, cx),
             Call::ChildOutput(id, stream, data) => handler.on_child_output(id, stream, data, cx),
             Call::ChildExit(id, status) => handler.on_child_exit(id, status, input, cx),
+            Call::Shutdown => handler.on_shutdown(input, cx),
         };
         let flow = if self.inbuf.is_empty() {
             // Fast path: parse straight from the scratch buffer, keep only the tail.
@@ -430,10 +432,15 @@ impl Conn {
         next
     }
 
-    /// Stops reading, so that the connection flushes and closes (shutdown).
-    pub(crate) fn begin_close(&mut self, token: Token) {
-        if matches!(self.state, ConnState::Open | ConnState::Paused | ConnState::HalfClosed) {
-            self.set_state(token, ConnState::Flushing { linger: false });
+    /// The server is stopping: the handler says whether it still has work
+    /// in flight (`Continue`) or can close once flushed (`Close`).
+    pub(crate) fn begin_shutdown(&mut self, token: Token, cfg: &Config) {
+        if self.live() {
+            let flow = self.call(token, &[], Call::Shutdown);
+            match flow {
+                Flow::Close => self.set_state(token, ConnState::Flushing { linger: false }),
+                Flow::Continue => self.after_feed(token, flow, cfg),
+            }
         }
     }
 

@@ -228,6 +228,16 @@ pub trait Handler {
         Flow::Continue
     }
 
+    /// The server is stopping gracefully. Return [`Flow::Close`] (the
+    /// default) to close once the output is flushed, or [`Flow::Continue`]
+    /// to finish a request in flight and close later; the loop waits for
+    /// that at most its grace period, then closes everything (killing
+    /// children's process groups).
+    fn on_shutdown(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        let _ = (input, cx);
+        Flow::Close
+    }
+
     /// The timer set with [`Context::set_timer`] fired. `input` holds what is
     /// still unconsumed. The default does nothing.
     fn on_timer(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {

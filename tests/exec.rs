@@ -293,3 +293,37 @@ fn a_slow_reader_stops_the_child_not_the_servers_memory() {
     assert_eq!(run.stdout.len(), 50_000_000);
     assert_eq!(run.last["code"], 0);
 }
+
+#[test]
+fn sigterm_lets_a_running_command_finish_within_the_grace_period() {
+    let mut srv = server(&[]);
+    let mut s = connect(srv.addr("exec"));
+    request(&mut s, json!({"cmd": "sleep 0.5; echo finished"}));
+    std::thread::sleep(Duration::from_millis(100));
+    srv.signal("TERM");
+    let run = collect(&mut s, &mut HeaderDecoder::default(), &mut Vec::new());
+    assert_eq!(run.stdout, b"finished\n");
+    assert_eq!(run.last["code"], 0);
+    // The server closes its side, lingering until we close ours.
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+    drop(s);
+    let status = srv.wait_exit(Duration::from_secs(5)).expect("server did not exit");
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn past_the_grace_period_running_commands_are_killed() {
+    let mut srv = server(&["--grace", "1"]);
+    let secs = format!("32.{}", srv.pid());
+    let mut s = connect(srv.addr("exec"));
+    request(&mut s, json!({"cmd": format!("sleep {secs} & sleep {secs}")}));
+    assert!(wait_until(Duration::from_secs(5), || live_processes(&["sleep", &secs]) == 2));
+    let t = Instant::now();
+    srv.signal("TERM");
+    let status = srv.wait_exit(Duration::from_secs(5)).expect("server did not exit");
+    assert_eq!(status.code(), Some(0));
+    assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
+    assert!(wait_until(Duration::from_secs(3), || live_processes(&["sleep", &secs]) == 0), "commands survived");
+}

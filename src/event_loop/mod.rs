@@ -521,8 +521,10 @@ impl EventLoop {
         }
     }
 
-    /// Graceful shutdown: stop accepting, stop reading, flush what is queued
-    /// (for at most `grace`), then close everything.
+    /// Graceful shutdown: stop accepting; ask each handler whether it has a
+    /// request in flight ([`crate::Handler::on_shutdown`]); let those finish
+    /// and flush, for at most `grace`; then close everything, which kills
+    /// any child process groups still running.
     pub fn shutdown(&mut self, grace: Duration) -> io::Result<()> {
         let deadline = Instant::now() + grace;
         let listeners: Vec<usize> =
@@ -534,14 +536,14 @@ impl EventLoop {
             self.sources.iter().filter(|(_, s)| matches!(s, Source::Conn(_))).map(|(k, _)| k).collect();
         for key in conns {
             if let Some(Source::Conn(c)) = self.sources.get_mut(key) {
-                c.begin_close(Token(key));
+                c.begin_shutdown(Token(key), &self.cfg);
             }
             self.drive(Token(key), false, true);
         }
-        while self.has_unflushed() {
+        while self.has_unfinished() {
             let now = Instant::now();
             if now >= deadline {
-                warn!("shutdown: grace period over with output still unsent");
+                warn!("shutdown: grace period over; closing {} connection(s) still busy", self.conns);
                 break;
             }
             self.poll_once(Some(deadline - now))?;
@@ -553,12 +555,14 @@ impl EventLoop {
         Ok(())
     }
 
-    fn has_unflushed(&self) -> bool {
-        self.sources.iter().any(|(_, s)| match s {
-            Source::Conn(c) => c.has_output() || matches!(c.state(), ConnState::Lingering { .. }),
-            Source::Udp(u) => u.has_queued(),
-            Source::Listener(_) | Source::Pipe(_) => false,
-        })
+    /// Connections still open (finishing, flushing or lingering) or UDP
+    /// replies still queued.
+    fn has_unfinished(&self) -> bool {
+        self.conns > 0
+            || self.sources.iter().any(|(_, s)| match s {
+                Source::Udp(u) => u.has_queued(),
+                _ => false,
+            })
     }
 }
 

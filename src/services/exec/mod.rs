@@ -99,6 +99,7 @@ impl ExecService {
             running: self.running.clone(),
             decoder: HeaderDecoder::new(ByteOrder::Little, DEFAULT_MAX_HEADER),
             state: State::Idle,
+            stopping: false,
         }
     }
 }
@@ -134,6 +135,8 @@ pub struct Exec {
     running: Rc<Cell<usize>>,
     decoder: HeaderDecoder,
     state: State,
+    /// The server is stopping: finish the running command, start no more.
+    stopping: bool,
 }
 
 impl Exec {
@@ -268,7 +271,19 @@ impl Handler for Exec {
         cx.out().append(|out| proto::encode_exit(out, &outcome));
         cx.clear_timer();
         self.set_state(cx, State::Idle);
+        if self.stopping {
+            return Flow::Close;
+        }
         self.on_data(input, cx)
+    }
+
+    fn on_shutdown(&mut self, _input: &mut Input<'_>, _cx: &mut Context<'_>) -> Flow {
+        // A running command may finish within the server's grace period.
+        self.stopping = true;
+        match self.state {
+            State::Running(_) => Flow::Continue,
+            State::Idle => Flow::Close,
+        }
     }
 
     fn on_timer(&mut self, _input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
