@@ -110,7 +110,7 @@ impl OutBuf {
     }
 
     /// The unsent bytes.
-    pub(crate) fn unsent(&self) -> &[u8] {
+    pub fn unsent(&self) -> &[u8] {
         &self.buf[self.pos..]
     }
 

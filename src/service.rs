@@ -186,6 +186,33 @@ impl<'a> Context<'a> {
 }
 
 /// A connection's protocol state machine.
+///
+/// A handler is plain code over bytes, so it can be driven without a
+/// socket. This one answers each complete line with its length; a partial
+/// line stays unconsumed, which is how a handler says "need more":
+///
+/// ```
+/// use wireloop::{Context, Flow, Handler, Input, OutBuf, Token};
+///
+/// struct LineLen;
+///
+/// impl Handler for LineLen {
+///     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+///         while let Some(i) = input.bytes().iter().position(|&b| b == b'\n') {
+///             cx.out().extend_from_slice(format!("{i}\n").as_bytes());
+///             input.consume(i + 1);
+///         }
+///         Flow::Continue
+///     }
+/// }
+///
+/// let mut out = OutBuf::default();
+/// let mut cx = Context::new(&mut out, Token(0), "127.0.0.1:1".parse().unwrap());
+/// let mut input = Input::new(b"hello\nwor");
+/// assert_eq!(LineLen.on_data(&mut input, &mut cx), Flow::Continue);
+/// assert_eq!(input.consumed(), 6); // "wor" waits for the rest of its line
+/// assert_eq!(out.unsent(), b"5\n");
+/// ```
 pub trait Handler {
     /// Bytes arrived. `input` holds everything unconsumed so far.
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow;

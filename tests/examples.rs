@@ -112,3 +112,11 @@ fn run_command_prints_both_streams_and_the_status() {
     assert!(text.contains("out : Cargo.toml\n"), "{text}");
     assert!(text.contains("status : code 2, signal null"), "{text}");
 }
+
+#[test]
+fn reuseaddr_shows_eaddrinuse_then_success() {
+    let out = Command::new(example("reuseaddr")).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("rebind without SO_REUSEADDR: EADDRINUSE"), "{text}");
+    assert!(text.contains("rebind with SO_REUSEADDR: ok, listening on 127.0.0.1:"), "{text}");
+}

@@ -154,6 +154,23 @@ enum State {
 
 /// Incremental decoder for length-prefixed frames. See the module docs for
 /// the resume contract.
+///
+/// ```
+/// use wireloop::codec::frame::{encode_frame, ByteOrder, FrameDecoder};
+///
+/// let mut wire = Vec::new();
+/// encode_frame(ByteOrder::Little, b"hello", &mut wire).unwrap();
+/// encode_frame(ByteOrder::Little, b"feng", &mut wire).unwrap();
+///
+/// let mut dec = FrameDecoder::new(ByteOrder::Little, 1024);
+/// assert!(dec.decode(&wire[..6]).unwrap().is_none()); // need more: nothing consumed
+/// let first = dec.decode(&wire).unwrap().unwrap();
+/// assert_eq!((first.payload, first.consumed), (&b"hello"[..], 9));
+/// let second = dec.decode(&wire[9..]).unwrap().unwrap();
+/// assert_eq!(second.payload, b"feng");
+/// // A negative length is refused as soon as its 4 bytes are in.
+/// assert!(dec.decode(&(-1i32).to_le_bytes()).is_err());
+/// ```
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
     order: ByteOrder,

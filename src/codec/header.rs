@@ -186,6 +186,27 @@ enum State {
 
 /// Incremental decoder for header + body messages. See the module docs for
 /// the contract.
+///
+/// ```
+/// use serde_json::json;
+/// use wireloop::codec::frame::ByteOrder;
+/// use wireloop::codec::header::{encode_header, HeaderDecoder, Item};
+///
+/// let mut wire = Vec::new();
+/// encode_header(ByteOrder::Little, &json!({"file_name": "a.txt", "file_size": 5}), &mut wire).unwrap();
+/// wire.extend_from_slice(b"hello");
+///
+/// let mut dec = HeaderDecoder::default();
+/// let d = dec.decode(&wire).unwrap().unwrap();
+/// let Item::Header(h) = d.item else { panic!("a header comes first") };
+/// dec.begin_body(h["file_size"].as_u64().unwrap()); // the service sizes the body
+/// let rest = &wire[d.consumed..];
+/// let d = dec.decode(&rest[..2]).unwrap().unwrap(); // the body streams in pieces
+/// assert_eq!(d.item, Item::Body(b"he"));
+/// let d = dec.decode(&rest[2..]).unwrap().unwrap();
+/// assert_eq!(d.item, Item::Body(b"llo"));
+/// assert_eq!(dec.decode(&[]).unwrap().unwrap().item, Item::BodyEnd);
+/// ```
 #[derive(Debug, Clone)]
 pub struct HeaderDecoder {
     order: ByteOrder,

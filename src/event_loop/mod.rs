@@ -101,6 +101,30 @@ enum Source {
 }
 
 /// One thread's event loop. See the module docs for its rules.
+///
+/// Serve the uppercase echo on a free port, driving the loop by hand while
+/// a client thread talks to it:
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::time::Duration;
+/// use wireloop::{services, Config, EventLoop};
+///
+/// let mut lp = EventLoop::new(Config::default())?;
+/// let bound = lp.listen("127.0.0.1:0".parse().unwrap(), services::echo::service())?;
+/// let client = std::thread::spawn(move || {
+///     let mut s = std::net::TcpStream::connect(bound.addr).unwrap();
+///     s.write_all("straße".as_bytes()).unwrap();
+///     let mut reply = [0u8; 7];
+///     s.read_exact(&mut reply).unwrap();
+///     reply
+/// });
+/// while !client.is_finished() {
+///     lp.poll_once(Some(Duration::from_millis(10)))?;
+/// }
+/// assert_eq!(&client.join().unwrap(), b"STRASSE");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct EventLoop {
     poll: Poll,
     events: Option<Events>,
