@@ -20,7 +20,7 @@
 //!
 //! # Invariants
 //!
-//! * The handler is a [`State`] enum; every change goes through one
+//! * The handler is a `State` enum; every change goes through one
 //!   `set_state`, which traces `from => to` at `trace` level.
 //! * The decoder ([`HeaderDecoder`]) gets `begin_body` after every header:
 //!   the upload's `file_size - offset`, or 0.
