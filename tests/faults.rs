@@ -14,6 +14,13 @@ use std::time::{Duration, Instant};
 
 use util::{connect, cpu_ticks, echo_latencies, fd_count, quantile, round_trip, rss_kib, Server};
 
+/// The faults measure latency and resources, so they run one at a time
+/// rather than disturbing each other on a 2-core machine.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Reads until EOF or an error; returns the bytes and whether it ended cleanly.
 fn read_to_close(s: &mut TcpStream) -> (Vec<u8>, bool) {
     let mut got = Vec::new();
@@ -38,6 +45,7 @@ fn rng(seed: &mut u64) -> u64 {
 
 #[test]
 fn slowloris_tricklers_are_cut_off_and_echo_stays_fast() {
+    let _serial = serial();
     const N: usize = 2000;
     let srv = Server::start(&["echo", "framed", "exec"], &["--message-timeout", "2"]);
     let (framed, exec, echo) = (srv.addr("framed"), srv.addr("exec"), srv.addr("echo"));
@@ -90,6 +98,7 @@ fn slowloris_tricklers_are_cut_off_and_echo_stays_fast() {
 
 #[test]
 fn non_readers_stay_bounded_and_others_are_served() {
+    let _serial = serial();
     const N: usize = 100;
     let srv = Server::start(&["echo"], &[]);
     let addr = srv.addr("echo");
@@ -135,6 +144,7 @@ fn non_readers_stay_bounded_and_others_are_served() {
 
 #[test]
 fn hostile_lengths_get_a_complete_error_on_every_framed_service() {
+    let _serial = serial();
     let srv = Server::start(&["framed", "exec", "handshake"], &[]);
     for len in [-1i32, i32::MIN, i32::MAX, 16 * 1024 * 1024 + 1] {
         for svc in ["framed", "exec"] {
@@ -159,6 +169,7 @@ fn hostile_lengths_get_a_complete_error_on_every_framed_service() {
 
 #[test]
 fn garbage_on_every_service_then_a_good_client_is_served() {
+    let _serial = serial();
     let srv = Server::start(&["echo", "udp-echo", "framed", "handshake", "exec", "time", "sntp"], &[]);
     let mut seed = 0x5eed_u64;
     for svc in ["echo", "framed", "handshake", "exec"] {
@@ -200,6 +211,7 @@ fn srv_alive(mut srv: Server) -> bool {
 
 #[test]
 fn descriptor_exhaustion_neither_spins_nor_stalls() {
+    let _serial = serial();
     if std::process::Command::new("prlimit").arg("--version").output().is_err() {
         eprintln!("SKIPPED: prlimit (util-linux) is not installed");
         return;
@@ -241,6 +253,7 @@ fn descriptor_exhaustion_neither_spins_nor_stalls() {
 
 #[test]
 fn a_thousand_resets_mid_reply_leave_no_descriptors_behind() {
+    let _serial = serial();
     let srv = Server::start(&["echo"], &[]);
     let addr = srv.addr("echo");
     let pid = srv.pid();

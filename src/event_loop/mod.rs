@@ -56,6 +56,22 @@ const REAP_FALLBACK: Duration = Duration::from_millis(500);
 /// Big enough for any UDP datagram over IPv4 (65,507 bytes of payload).
 const SCRATCH: usize = 64 * 1024;
 
+/// What an event (or a re-run) says a source may do.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    readable: bool,
+    writable: bool,
+    /// The peer closed or errored: read until `WouldBlock` or EOF.
+    hup: bool,
+}
+
+impl Ready {
+    /// A re-run from the pending queue: try everything, drain fully.
+    const ALL: Ready = Ready { readable: true, writable: true, hup: true };
+    /// Only write (after a timer or child output produced replies).
+    const WRITE: Ready = Ready { readable: false, writable: true, hup: false };
+}
+
 /// Identifies a listener, UDP socket or connection on one loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SourceId(pub usize);
@@ -273,14 +289,15 @@ impl EventLoop {
                 self.reap_children();
                 continue;
             }
-            let readable = ev.is_readable() || ev.is_read_closed() || ev.is_error();
-            let writable = ev.is_writable() || ev.is_write_closed() || ev.is_error();
-            self.drive(token, readable, writable);
+            let hup = ev.is_read_closed() || ev.is_error();
+            let ready =
+                Ready { readable: ev.is_readable() || hup, writable: ev.is_writable() || ev.is_write_closed(), hup };
+            self.drive(token, ready);
         }
         self.events = Some(events);
         for _ in 0..self.pending.len() {
             if let Some(token) = self.pending.pop_front() {
-                self.drive(token, true, true);
+                self.drive(token, Ready::ALL);
             }
         }
         self.fire_timers();
@@ -317,11 +334,12 @@ impl EventLoop {
     }
 
     /// Serves one source. Stale tokens are ignored.
-    fn drive(&mut self, token: Token, readable: bool, writable: bool) {
+    fn drive(&mut self, token: Token, ready: Ready) {
+        let Ready { readable, writable, hup } = ready;
         let more = match self.sources.get(token.0) {
             None => return,
             Some(Source::Listener(_)) => readable && self.accept(token),
-            Some(Source::Conn(_)) => self.drive_conn(token, readable),
+            Some(Source::Conn(_)) => self.drive_conn(token, readable, hup),
             Some(Source::Udp(_)) => self.drive_udp(token, readable, writable),
             Some(Source::Pipe(_)) => self.drive_pipe(token),
         };
@@ -386,14 +404,14 @@ impl EventLoop {
 
     /// Reads, lets the handler answer, writes at once, then settles state,
     /// interest and removal. Returns true if the connection needs another pass.
-    fn drive_conn(&mut self, token: Token, readable: bool) -> bool {
+    fn drive_conn(&mut self, token: Token, readable: bool, drain: bool) -> bool {
         let Some(Source::Conn(conn)) = self.sources.get_mut(token.0) else {
             return false;
         };
         let mut more = false;
         let result = (|| -> io::Result<()> {
             if readable {
-                more |= conn.read_ready(token, &mut self.scratch, &self.cfg)? == Pass::More;
+                more |= conn.read_ready(token, &mut self.scratch, &self.cfg, drain)? == Pass::More;
             }
             for round in 0..2 {
                 more |= conn.write_ready(token, &self.cfg)? == Pass::More;
@@ -414,7 +432,7 @@ impl EventLoop {
                 }
                 // Reading resumed, or lingering began: read what is waiting,
                 // since no new edge will announce it.
-                more |= conn.read_ready(token, &mut self.scratch, &self.cfg)? == Pass::More;
+                more |= conn.read_ready(token, &mut self.scratch, &self.cfg, true)? == Pass::More;
             }
             if conn.state() == ConnState::Closed {
                 return Ok(());
@@ -488,7 +506,7 @@ impl EventLoop {
                 (TimerKind::Handler, Some(Source::Conn(conn))) => {
                     conn.fire_timer(token, now, &self.cfg);
                     // Write what the handler produced; settle state and interest.
-                    self.drive(token, false, true);
+                    self.drive(token, Ready::WRITE);
                 }
                 (TimerKind::Deadline, Some(Source::Conn(conn))) => match conn.check_deadline(now, &self.cfg.timeouts())
                 {
@@ -562,7 +580,7 @@ impl EventLoop {
             if let Some(Source::Conn(c)) = self.sources.get_mut(key) {
                 c.begin_shutdown(Token(key), &self.cfg);
             }
-            self.drive(Token(key), false, true);
+            self.drive(Token(key), Ready::WRITE);
         }
         while self.has_unfinished() {
             let now = Instant::now();

@@ -108,7 +108,7 @@ impl EventLoop {
         };
         if let Some(owner) = owner_seen {
             // Write what the handler produced; settle the owner's state.
-            self.drive(owner, false, true);
+            self.drive(owner, super::Ready::WRITE);
         }
         more
     }
@@ -124,7 +124,7 @@ impl EventLoop {
     fn deliver_exit(&mut self, owner: Token, id: ChildId, status: ExitStatus) {
         if let Some(Source::Conn(c)) = self.sources.get_mut(owner.0) {
             c.child_exit(owner, id, status, &self.cfg);
-            self.drive(owner, false, true);
+            self.drive(owner, super::Ready::WRITE);
         }
     }
 }
