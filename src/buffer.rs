@@ -7,16 +7,21 @@
 //! ```
 //!
 //! Invariants:
-//! * `InBuf` only holds bytes a handler left unconsumed (a partial message).
-//!   An idle connection's buffers are empty, and large ones are released when
-//!   they empty, so idle connections cost no buffer memory.
+//! * `InBuf` only holds bytes a handler left unconsumed (a partial message),
+//!   and frees its memory whenever it empties.
+//! * A connection's `OutBuf` is, while empty, a vector of no capacity: the
+//!   loop lends it its one spare buffer for a pass ([`OutBuf::lend`]) and
+//!   takes the capacity back once everything is written
+//!   ([`OutBuf::give_back`]). So a request answered at once allocates
+//!   nothing, and an idle connection holds no buffer memory at all.
 //! * `OutBuf` is append-only for handlers: bytes already handed to the kernel
 //!   are skipped by an offset (`pos`) after a short write, never rewritten.
 
 use std::io::{self, Write};
 
-/// Capacity above which a buffer is freed, rather than kept, once it empties.
-const KEEP_CAPACITY: usize = 4 * 1024;
+/// Capacity above which the loop's spare output buffer is freed, rather than
+/// kept, once it empties.
+const KEEP_CAPACITY: usize = 64 * 1024;
 
 /// Bytes read from a peer and not yet consumed by its handler.
 #[derive(Debug, Default)]
@@ -67,11 +72,7 @@ impl InBuf {
 
     fn clear(&mut self) {
         self.start = 0;
-        if self.buf.capacity() > KEEP_CAPACITY {
-            self.buf = Vec::new();
-        } else {
-            self.buf.clear();
-        }
+        self.buf = Vec::new();
     }
 }
 
@@ -107,6 +108,25 @@ impl OutBuf {
         let r = f(&mut self.buf);
         assert!(self.buf.len() >= before, "OutBuf::append may only append");
         r
+    }
+
+    /// Before a pass: an empty buffer without memory borrows `spare`'s.
+    pub(crate) fn lend(&mut self, spare: &mut OutBuf) {
+        if self.is_empty() && self.buf.capacity() == 0 {
+            std::mem::swap(self, spare);
+        }
+    }
+
+    /// After a pass: an empty buffer returns its memory to `spare` (or frees
+    /// it if `spare` already has some), so an idle connection holds none.
+    pub(crate) fn give_back(&mut self, spare: &mut OutBuf) {
+        if self.is_empty() && self.buf.capacity() > 0 {
+            if spare.buf.capacity() == 0 {
+                std::mem::swap(self, spare);
+            } else {
+                self.buf = Vec::new();
+            }
+        }
     }
 
     /// The unsent bytes.
@@ -168,6 +188,26 @@ mod tests {
         let mut o = OutBuf::default();
         o.extend_from_slice(b"abc");
         o.append(|v| v.truncate(1));
+    }
+
+    #[test]
+    fn an_empty_outbuf_borrows_and_returns_the_spare() {
+        let mut spare = OutBuf::default();
+        spare.extend_from_slice(&[0; 100]);
+        spare.advance(100);
+        let cap = spare.buf.capacity();
+        let mut conn = OutBuf::default();
+        conn.lend(&mut spare);
+        assert_eq!((conn.buf.capacity(), spare.buf.capacity()), (cap, 0));
+        conn.extend_from_slice(b"reply");
+        conn.advance(5);
+        conn.give_back(&mut spare);
+        assert_eq!((conn.buf.capacity(), spare.buf.capacity()), (0, cap));
+        // Output still unsent stays with its connection.
+        conn.lend(&mut spare);
+        conn.extend_from_slice(b"pending");
+        conn.give_back(&mut spare);
+        assert_eq!(conn.unsent(), b"pending");
     }
 
     #[test]

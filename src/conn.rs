@@ -299,6 +299,16 @@ impl Conn {
         }
     }
 
+    /// Borrows the loop's spare output buffer for a pass, if ours is empty.
+    pub(crate) fn lend_out(&mut self, spare: &mut OutBuf) {
+        self.out.lend(spare);
+    }
+
+    /// Returns the output buffer's memory once everything is written.
+    pub(crate) fn return_out(&mut self, spare: &mut OutBuf) {
+        self.out.give_back(spare);
+    }
+
     /// Unsent output, in bytes.
     pub(crate) fn out_len(&self) -> usize {
         self.out.len()

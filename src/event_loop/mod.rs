@@ -39,6 +39,7 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use crate::handle::Handle;
 use slab::Slab;
 
+use crate::buffer::OutBuf;
 use crate::child::{Children, PipeSource};
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, Pass};
@@ -148,6 +149,8 @@ pub struct EventLoop {
     pending: VecDeque<Token>,
     timers: Timers,
     scratch: Vec<u8>,
+    /// The output buffer lent to whichever connection is being served.
+    spare_out: OutBuf,
     reply: Vec<u8>,
     cfg: Config,
     handle: Handle,
@@ -178,6 +181,7 @@ impl EventLoop {
             pending: VecDeque::new(),
             timers: Timers::default(),
             scratch: vec![0; SCRATCH],
+            spare_out: OutBuf::default(),
             reply: Vec::new(),
             cfg,
             handle,
@@ -409,6 +413,7 @@ impl EventLoop {
             return false;
         };
         let mut more = false;
+        conn.lend_out(&mut self.spare_out);
         let result = (|| -> io::Result<()> {
             if readable {
                 more |= conn.read_ready(token, &mut self.scratch, &self.cfg, drain)? == Pass::More;
@@ -445,6 +450,7 @@ impl EventLoop {
             }
             conn.sync_interest(self.poll.registry(), token)
         })();
+        conn.return_out(&mut self.spare_out);
         let closed = conn.state() == ConnState::Closed;
         let peer = conn.peer();
         let requests = conn.take_children();
