@@ -5,26 +5,39 @@
 //! * MD5 throughput of the `md-5` crate on one core (in memory);
 //! * raw loopback TCP throughput (plain std copy, 64 KiB reads, as the loop's
 //!   scratch buffer);
-//! * the write rate to the page cache (64 KiB `write`s, no fsync).
+//! * the write rate to the page cache (64 KiB `write`s, no fsync; writeback
+//!   started every 8 MiB with `sync_file_range`, exactly as the server does,
+//!   so that both pay the same dirty-page throttling).
 //!
 //! The serial bound is `1 / (1/md5 + 1/copy + 1/write)`; the upload (up to
 //! the reply, fsync included) is reported against it, and the final fsync,
 //! which the server logs, separately. The server is a separate release
 //! process, so its peak RSS (`VmHWM`) is its own.
 //!
+//! Every figure is given twice: by the wall clock, and per CPU-second of the
+//! thread that does the work (the MD5 thread, the reading side of the copy,
+//! the writing thread, and the server's loop thread from
+//! `/proc/PID/schedstat`). On a shared machine the wall clock also counts
+//! the time the loop waited for a CPU that other processes held; the
+//! per-CPU-second figures do not, so their ratio is the stable one. Each
+//! round also prints how much of the upload the loop ran and how much it
+//! waited, runnable, for a CPU.
+//!
 //! ```text
-//! cargo bench --bench files            # 1 GiB
-//! cargo bench --bench files -- 256     # MiB
+//! cargo bench --bench files              # 1 GiB, 3 rounds, medians
+//! cargo bench --bench files -- 256 5     # MiB, rounds
 //! ```
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::io::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 use wireloop::services::files::client::Client;
+use wireloop::services::files::storage::SYNC_EVERY;
 
 const BLOCK: usize = 64 * 1024 * 1024;
 
@@ -49,8 +62,28 @@ fn mbps(bytes: u64, d: Duration) -> f64 {
     bytes as f64 / 1e6 / d.as_secs_f64()
 }
 
-fn md5_rate(block: &[u8], total: u64) -> (f64, String) {
-    let t = Instant::now();
+/// CPU seconds the calling thread has used.
+fn thread_cpu() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime only writes the struct we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// A throughput by the wall clock and by the CPU time of the thread that
+/// would be the server's (immune to other processes taking the CPU).
+#[derive(Clone, Copy)]
+struct Rate {
+    wall: f64,
+    cpu: f64,
+}
+
+fn rate(bytes: u64, wall: Duration, cpu_secs: f64) -> Rate {
+    Rate { wall: mbps(bytes, wall), cpu: bytes as f64 / 1e6 / cpu_secs }
+}
+
+fn md5_rate(block: &[u8], total: u64) -> (Rate, String) {
+    let (t, c) = (Instant::now(), thread_cpu());
     let mut h = Md5::new();
     let mut left = total;
     while left > 0 {
@@ -59,14 +92,16 @@ fn md5_rate(block: &[u8], total: u64) -> (f64, String) {
         left -= n as u64;
     }
     let hex: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    (mbps(total, t.elapsed()), hex)
+    (rate(total, t.elapsed(), thread_cpu() - c), hex)
 }
 
-fn loopback_rate(block: &[u8], total: u64) -> f64 {
+/// The CPU time is the reading side's: what the server pays to read.
+fn loopback_rate(block: &[u8], total: u64) -> Rate {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = l.local_addr().unwrap();
     let reader = std::thread::spawn(move || {
         let (mut s, _) = l.accept().unwrap();
+        let c = thread_cpu();
         let mut buf = vec![0u8; 64 * 1024];
         let mut got = 0u64;
         while let Ok(n) = s.read(&mut buf) {
@@ -75,20 +110,21 @@ fn loopback_rate(block: &[u8], total: u64) -> f64 {
             }
             got += n as u64;
         }
-        got
+        (got, thread_cpu() - c)
     });
     let t = Instant::now();
     let mut s = TcpStream::connect(addr).unwrap();
     io::copy(&mut Repeat { block, left: total, pos: 0 }, &mut s).unwrap();
     drop(s);
-    assert_eq!(reader.join().unwrap(), total);
-    mbps(total, t.elapsed())
+    let (got, cpu) = reader.join().unwrap();
+    assert_eq!(got, total);
+    rate(total, t.elapsed(), cpu)
 }
 
-fn page_cache_rate(block: &[u8], total: u64, dir: &std::path::Path) -> f64 {
+fn page_cache_rate(block: &[u8], total: u64, dir: &std::path::Path) -> Rate {
     let path = dir.join("page-cache-probe");
     let mut f = std::fs::File::create(&path).unwrap();
-    let t = Instant::now();
+    let (t, c) = (Instant::now(), thread_cpu());
     let mut left = total;
     let mut pos = 0;
     while left > 0 {
@@ -96,8 +132,15 @@ fn page_cache_rate(block: &[u8], total: u64, dir: &std::path::Path) -> f64 {
         f.write_all(&block[pos..pos + n]).unwrap();
         pos = (pos + n) % block.len();
         left -= n as u64;
+        let done = total - left;
+        if done % SYNC_EVERY == 0 {
+            // As the server does: start writeback of the last 8 MiB, no wait.
+            let from = (done - SYNC_EVERY) as libc::off64_t;
+            // SAFETY: a plain syscall on our own descriptor.
+            unsafe { libc::sync_file_range(f.as_raw_fd(), from, SYNC_EVERY as i64, libc::SYNC_FILE_RANGE_WRITE) };
+        }
     }
-    let rate = mbps(total, t.elapsed());
+    let rate = rate(total, t.elapsed(), thread_cpu() - c);
     drop(f);
     std::fs::remove_file(path).unwrap();
     rate
@@ -136,6 +179,13 @@ fn logged_fsync(rx: &mpsc::Receiver<String>) -> Option<Duration> {
     Some(Duration::from_secs_f64(num.parse::<f64>().ok()? * scale))
 }
 
+/// Seconds the loop thread ran, and seconds it waited, runnable, for a CPU.
+fn sched_secs(pid: u32) -> (f64, f64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
+    let v: Vec<f64> = s.split_whitespace().take(2).map(|x| x.parse::<f64>().unwrap() / 1e9).collect();
+    (v[0], v[1])
+}
+
 fn peak_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -145,8 +195,15 @@ fn peak_rss_kib(pid: u32) -> u64 {
         .unwrap()
 }
 
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
 fn main() {
-    let mib: u64 = std::env::args().skip(1).find(|a| a.parse::<u64>().is_ok()).map_or(1024, |a| a.parse().unwrap());
+    let nums: Vec<u64> = std::env::args().skip(1).filter_map(|a| a.parse().ok()).collect();
+    let mib = nums.first().copied().unwrap_or(1024);
+    let rounds = nums.get(1).copied().unwrap_or(3).max(1) as usize;
     let total = mib * 1024 * 1024;
     let mut block = vec![0u8; BLOCK];
     let mut x = 0x9E37_79B9_7F4A_7C15u64;
@@ -157,49 +214,92 @@ fn main() {
         *b = x as u8;
     }
     let dir = tempfile::tempdir_in(std::env::temp_dir()).unwrap();
-    println!("file transfer benchmark: {mib} MiB over loopback, root {}", dir.path().display());
-
-    let (md5, hex) = md5_rate(&block, total);
-    let copy = loopback_rate(&block, total);
-    let write = page_cache_rate(&block, total, dir.path());
-    let serial = 1.0 / (1.0 / md5 + 1.0 / copy + 1.0 / write);
+    println!("file transfer benchmark: {mib} MiB over loopback, {rounds} rounds, root {}", dir.path().display());
+    // Untimed warm-up: the first use of fresh memory (page cache pages never
+    // touched before, on a VM) is several times slower than steady state.
+    let _ = page_cache_rate(&block, total, dir.path());
 
     let (mut child, addr, log) = start_server(dir.path());
-    while log.try_recv().is_ok() {}
+    let pid = child.id();
     let mut client = Client::connect(addr).unwrap();
-    let t = Instant::now();
-    let info =
-        client.put("bench.bin", total, &hex, 0, true, Repeat { block: &block, left: total, pos: 0 }, |_| {}).unwrap();
-    let upload = t.elapsed();
-    assert_eq!(info.md5, hex);
-    let fsync = logged_fsync(&log).unwrap_or_default();
-    let rss_upload = peak_rss_kib(child.id());
-
-    let t = Instant::now();
-    let got = client.get("bench.bin", io::sink(), |_, _| {}).unwrap();
-    let download = t.elapsed();
-    assert_eq!(got.file_size, total);
-    let rss_all = peak_rss_kib(child.id());
+    // Per round: md5, copy, write, serial, upload, upload without fsync, download.
+    let mut rows: Vec<[Rate; 7]> = Vec::new();
+    let mut fsyncs = Vec::new();
+    let mut rss_upload = 0;
+    for round in 0..rounds {
+        let (md5, hex) = md5_rate(&block, total);
+        let copy = loopback_rate(&block, total);
+        let write = page_cache_rate(&block, total, dir.path());
+        while log.try_recv().is_ok() {}
+        let body = Repeat { block: &block, left: total, pos: 0 };
+        let (ran0, waited0) = sched_secs(pid);
+        let t = Instant::now();
+        let info = client.put("bench.bin", total, &hex, 0, true, body, |_| {}).unwrap();
+        let upload = t.elapsed();
+        let (ran1, waited1) = sched_secs(pid);
+        assert_eq!(info.md5, hex);
+        let fsync = logged_fsync(&log).unwrap_or_default();
+        rss_upload = rss_upload.max(peak_rss_kib(pid));
+        let t = Instant::now();
+        let got = client.get("bench.bin", io::sink(), |_, _| {}).unwrap();
+        let download = t.elapsed();
+        let (ran2, _) = sched_secs(pid);
+        assert_eq!(got.file_size, total);
+        let bound = |f: fn(&Rate) -> f64| 1.0 / (1.0 / f(&md5) + 1.0 / f(&copy) + 1.0 / f(&write));
+        let serial = Rate { wall: bound(|r| r.wall), cpu: bound(|r| r.cpu) };
+        let up = rate(total, upload, ran1 - ran0);
+        let up_nosync = rate(total, upload - fsync, ran1 - ran0);
+        let down = rate(total, download, ran2 - ran1);
+        println!(
+            "round {}: wall MB/s: md5 {:.0}, copy {:.0}, write {:.0}, bound {:.0}, upload {:.0} ({:.2}x), download {:.0}; \
+             fsync {fsync:.2?}; during the upload the loop thread ran {:.0}% and waited for a CPU {:.0}% of the time; \
+             per CPU-second: bound {:.0}, upload {:.0} ({:.2}x)",
+            round + 1,
+            md5.wall,
+            copy.wall,
+            write.wall,
+            serial.wall,
+            up.wall,
+            up.wall / serial.wall,
+            down.wall,
+            (ran1 - ran0) / upload.as_secs_f64() * 100.0,
+            (waited1 - waited0) / upload.as_secs_f64() * 100.0,
+            serial.cpu,
+            up.cpu,
+            up.cpu / serial.cpu,
+        );
+        rows.push([md5, copy, write, serial, up, up_nosync, down]);
+        fsyncs.push(fsync.as_secs_f64() * 1e3);
+    }
+    let rss_all = peak_rss_kib(pid);
     let _ = child.kill();
     let _ = child.wait();
 
-    let up = mbps(total, upload);
-    let up_nosync = mbps(total, upload.saturating_sub(fsync));
+    let med = |i: usize, f: fn(&Rate) -> f64| median(&mut rows.iter().map(|r| f(&r[i])).collect::<Vec<_>>());
+    let names = [
+        "MD5 (md-5, one core, in memory)",
+        "loopback copy (std, 64 KiB reads; CPU: the reader's)",
+        "write to the page cache (64 KiB writes, as the server)",
+        "serial bound 1/(1/md5+1/copy+1/write)",
+        "upload, to the reply (fsync included; CPU: the loop thread's)",
+        "upload without the final fsync",
+        "download, MD5 verified by the client (CPU: the loop thread's)",
+    ];
+    let (bw, bc) = (med(3, |r| r.wall), med(3, |r| r.cpu));
     println!();
-    println!("| measure | MB/s | vs serial bound |");
-    println!("|---|---:|---:|");
-    println!("| MD5 (md-5, one core, in memory) | {md5:.0} | |");
-    println!("| loopback copy (std, 64 KiB reads) | {copy:.0} | |");
-    println!("| write to the page cache (64 KiB writes) | {write:.0} | |");
-    println!("| serial bound 1/(1/md5+1/copy+1/write) | {serial:.0} | 1.00 |");
-    println!("| upload, to the reply (fsync included) | {up:.0} | {:.2} |", up / serial);
-    println!("| upload without the final fsync | {up_nosync:.0} | {:.2} |", up_nosync / serial);
-    println!(
-        "| download, MD5 verified by the client | {:.0} | {:.2} |",
-        mbps(total, download),
-        mbps(total, download) / serial
-    );
+    println!("median of {rounds} rounds:");
     println!();
-    println!("upload {upload:.2?}, of which the final fsync {fsync:.2?}; download {download:.2?}");
-    println!("server peak RSS: {} KiB after the upload, {} KiB after the download", rss_upload, rss_all);
+    println!("| measure | MB/s (wall clock) | vs bound | MB/s per CPU-second | vs bound |");
+    println!("|---|---:|---:|---:|---:|");
+    for (i, name) in names.iter().enumerate() {
+        let (w, c) = (med(i, |r| r.wall), med(i, |r| r.cpu));
+        if (3..=5).contains(&i) {
+            println!("| {name} | {w:.0} | {:.2} | {c:.0} | {:.2} |", w / bw, c / bc);
+        } else {
+            println!("| {name} | {w:.0} | | {c:.0} | |");
+        }
+    }
+    println!();
+    println!("final fsync: median {:.1} ms", median(&mut fsyncs));
+    println!("server peak RSS (VmHWM): {rss_upload} KiB during the uploads, {rss_all} KiB after the downloads");
 }

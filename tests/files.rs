@@ -506,3 +506,97 @@ fn the_file_server_and_upload_examples_work_together() {
     assert!(text.contains("stored docs/Cargo.toml") && text.contains("verified"), "{text}");
     assert_eq!(std::fs::read(root.path().join("docs/Cargo.toml")).unwrap(), std::fs::read(manifest).unwrap());
 }
+
+#[test]
+fn a_disk_error_mid_upload_is_reported_and_the_partial_removed() {
+    // `ulimit -f` makes writes past 2 MiB fail with EFBIG, as a full disk
+    // would with ENOSPC; SIGXFSZ is ignored so the write returns the error.
+    let root = tempfile::tempdir().unwrap();
+    let script = "trap '' XFSZ; ulimit -f 2048; exec \"$0\" \"$@\"";
+    let mut child = Command::new("bash")
+        .args(["-c", script, util::BIN, "serve", "--only", "files", "--files", "127.0.0.1:0"])
+        .args(["--files-root", root.path().to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    let addr: SocketAddr = line.split_whitespace().nth(3).unwrap().parse().unwrap();
+    let data = Rng(8).bytes(4 * 1024 * 1024);
+    let mut s = connect(addr);
+    s.write_all(&header(&json!({"file_name": "toobig", "file_size": data.len(), "md5": md5_hex(&data)}))).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let sender = thread::spawn(move || {
+        let _ = w.write_all(&data); // may fail once the server closes
+    });
+    let e = error_of(&reply(&mut s));
+    assert!(e.contains("disk error while writing `toobig` at byte") && e.contains("removed"), "{e}");
+    sender.join().unwrap();
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(!root.path().join("toobig").exists());
+    assert_eq!(std::fs::read_dir(root.path().join(".wireloop/partial")).unwrap().count(), 0);
+}
+
+#[test]
+fn stale_partials_are_swept_when_an_upload_begins() {
+    let (srv, root) = start(&["--files-partial-max-age", "1"]);
+    let addr = srv.addr("files");
+    let data = Rng(4).bytes(100_000);
+    interrupt(addr, "stale", &data, 50_000);
+    thread::sleep(Duration::from_millis(2100));
+    assert_eq!(upload(addr, "fresh", b"new", 1)["ok"], true);
+    let mut s = connect(addr);
+    s.write_all(&header(&json!({"op": "stat", "file_name": "stale"}))).unwrap();
+    assert!(error_of(&reply(&mut s)).contains("no file named `stale`"));
+    assert_eq!(std::fs::read_dir(root.path().join(".wireloop/partial")).unwrap().count(), 0);
+}
+
+#[test]
+fn a_slow_upload_and_a_long_download_outlast_the_message_timeout() {
+    let (srv, _root) = start(&["--message-timeout", "1"]);
+    let addr = srv.addr("files");
+    // The body trickles in over ~2 s: a body only has to keep moving.
+    let data = Rng(6).bytes(200_000);
+    let mut s = connect(addr);
+    s.write_all(&header(&json!({"file_name": "slow", "file_size": data.len(), "md5": md5_hex(&data)}))).unwrap();
+    for piece in data.chunks(10_000) {
+        s.write_all(piece).unwrap();
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(reply(&mut s)["ok"], true);
+    // A download read slowly, with a request pipelined behind it.
+    let big = Rng(12).bytes(6 * 1024 * 1024);
+    assert_eq!(upload(addr, "big", &big, 2)["ok"], true);
+    let mut s = connect(addr);
+    let mut reqs = header(&json!({"op": "get", "file_name": "big"}));
+    reqs.extend(header(&json!({"op": "stat", "file_name": "slow"})));
+    s.write_all(&reqs).unwrap();
+    thread::sleep(Duration::from_millis(1500));
+    let r = reply(&mut s);
+    let mut body = vec![0; r["file_size"].as_u64().unwrap() as usize];
+    s.read_exact(&mut body).unwrap();
+    assert!(body == big);
+    assert_eq!(reply(&mut s)["md5"], md5_hex(&data));
+}
+
+#[test]
+fn a_download_can_start_at_an_offset() {
+    let (srv, _root) = start(&[]);
+    let addr = srv.addr("files");
+    assert_eq!(upload(addr, "hw", b"hello world", 1)["ok"], true);
+    let mut s = connect(addr);
+    s.write_all(&header(&json!({"op": "get", "file_name": "hw", "offset": 6}))).unwrap();
+    let want =
+        format!(r#"{{"ok":true,"file_name":"hw","file_size":11,"md5":"{}","offset":6}}"#, md5_hex(b"hello world"));
+    assert_eq!(reply_text(&mut s), want);
+    let mut body = [0u8; 5];
+    s.read_exact(&mut body).unwrap();
+    assert_eq!(&body, b"world");
+    s.write_all(&header(&json!({"op": "get", "file_name": "hw", "offset": 12}))).unwrap();
+    assert!(error_of(&reply(&mut s)).contains("offset 12 is past the end of `hw` (11 bytes)"));
+    s.write_all(&header(&json!({"op": "get", "file_name": "hw", "offset": 11}))).unwrap();
+    assert_eq!(reply(&mut s)["offset"], 11); // an empty body, and the connection goes on
+    s.write_all(&header(&json!({"op": "stat", "file_name": "hw"}))).unwrap();
+    assert_eq!(reply(&mut s)["file_size"], 11);
+}

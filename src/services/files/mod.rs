@@ -41,6 +41,10 @@
 //!   for little (see [`storage`]).
 //! * While the state is busy (not `Idle`/`Receiving`), input is left
 //!   unconsumed; pipelined requests wait (bounded by the loop's `max_input`).
+//!   Busy states declare [`Activity::Working`] so that the loop's message
+//!   deadline does not count the wait; an upload body never declares
+//!   `Receiving` (a large file takes longer than any message timeout), so it
+//!   only has to keep moving (the idle timeout).
 
 pub mod client;
 pub mod proto;
@@ -49,7 +53,6 @@ pub mod storage;
 use std::fs::File;
 use std::io;
 use std::net::SocketAddr;
-use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
@@ -59,9 +62,10 @@ use md5::{Digest, Md5};
 use serde_json::{Map, Value};
 
 use self::proto::{announced_body, Reply, Request};
-use self::storage::{clean_name, hex, PartialInfo, Store, Upload, UploadSpec, CHUNK};
+use self::storage::{clean_name, hex, read_chunk_at, PartialInfo, Store, Upload, UploadSpec, CHUNK};
 use crate::codec::frame::ByteOrder;
 use crate::codec::header::{HeaderDecoder, Item, DEFAULT_MAX_HEADER};
+use crate::deadline::Activity;
 use crate::service::{Context, Flow, Handler, Input};
 
 /// Settings for the files service.
@@ -390,8 +394,8 @@ impl Files {
             return Flow::Continue;
         };
         let want = usize::try_from(r.up.written() - r.hashed).unwrap_or(CHUNK).min(CHUNK);
-        self.buf.resize(want, 0);
-        match r.up.read_at(&mut self.buf, r.hashed) {
+        self.buf.clear();
+        match r.up.read_chunk_at(r.hashed, want, &mut self.buf) {
             Ok(n) if n > 0 => {
                 r.md5.update(&self.buf[..n]);
                 r.hashed += n as u64;
@@ -457,8 +461,8 @@ impl Files {
         let State::Hashing(h) = &mut self.state else { return Flow::Continue };
         let want = usize::try_from(h.size - h.pos).unwrap_or(CHUNK).min(CHUNK);
         if want > 0 {
-            self.buf.resize(want, 0);
-            match h.file.read_at(&mut self.buf, h.pos) {
+            self.buf.clear();
+            match read_chunk_at(&h.file, h.pos, want, &mut self.buf) {
                 Ok(n) if n > 0 => {
                     h.md5.update(&self.buf[..n]);
                     h.pos += n as u64;
@@ -514,28 +518,9 @@ impl Files {
         let State::Sending(s) = &mut self.state else { return Flow::Continue };
         let want = usize::try_from(s.end - s.pos).unwrap_or(CHUNK).min(CHUNK);
         if want > 0 {
+            // Straight into the output buffer: no intermediate copy.
             let (file, pos) = (&s.file, s.pos);
-            let got = cx.out().append(|v| {
-                let start = v.len();
-                v.resize(start + want, 0);
-                let mut filled = 0;
-                let r = loop {
-                    match file.read_at(&mut v[start + filled..], pos + filled as u64) {
-                        Ok(0) => break Ok(filled),
-                        Ok(n) => {
-                            filled += n;
-                            if filled == want {
-                                break Ok(filled);
-                            }
-                        }
-                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => break Err(e),
-                    }
-                };
-                v.truncate(start + filled);
-                r
-            });
-            match got {
+            match cx.out().append(|v| read_chunk_at(file, pos, want, v)) {
                 Ok(n) if n == want => s.pos += n as u64,
                 // The size is already promised in the reply header: the only
                 // honest thing left is to cut the stream.
@@ -573,8 +558,8 @@ fn stat_reply(name: String, complete: Option<(u64, String)>, partial: Option<Par
     }
 }
 
-impl Handler for Files {
-    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+impl Files {
+    fn data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
         if matches!(self.state, State::Closing) {
             input.consume(input.bytes().len());
             return Flow::Close;
@@ -582,7 +567,7 @@ impl Handler for Files {
         self.pump(input, cx)
     }
 
-    fn on_drain(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+    fn drain(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
         let flow = match &self.state {
             State::Sending(_) => self.send_chunk(cx),
             State::Hashing(_) => self.hash_step(cx),
@@ -606,7 +591,7 @@ impl Handler for Files {
         self.pump(input, cx)
     }
 
-    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+    fn peer_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
         self.eof = true;
         match &self.state {
             State::Receiving(r) => {
@@ -624,5 +609,38 @@ impl Handler for Files {
             State::Closing => Flow::Close,
             _ => self.pump(input, cx),
         }
+    }
+}
+
+/// Tells the loop's deadlines what the connection is doing: while hashing,
+/// verifying or sending, the handler is working on the peer's behalf (no
+/// idle or message deadline; a stalled reader still meets the send
+/// timeout). Otherwise `Auto`: a header must arrive within the message
+/// timeout, and an upload body, consumed as it arrives, only needs to keep
+/// moving (idle timeout) however large the file.
+fn activity(state: &State) -> Activity {
+    match state {
+        State::Hashing(_) | State::Verifying(_) | State::Sending(_) => Activity::Working,
+        State::Idle | State::Receiving(_) | State::Closing => Activity::Auto,
+    }
+}
+
+impl Handler for Files {
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        let flow = self.data(input, cx);
+        cx.set_activity(activity(&self.state));
+        flow
+    }
+
+    fn on_drain(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        let flow = self.drain(input, cx);
+        cx.set_activity(activity(&self.state));
+        flow
+    }
+
+    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        let flow = self.peer_eof(input, cx);
+        cx.set_activity(activity(&self.state));
+        flow
     }
 }

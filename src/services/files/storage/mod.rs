@@ -1,6 +1,6 @@
 //! The `files` service's filesystem side: name safety, partial (temporary)
-//! files, the atomic commit, free space, the MD5 cache and partial cleanup.
-//! No sockets here; every function is a short, bounded filesystem operation
+//! files, the atomic commit (in [`upload`]), free space, the MD5 cache and
+//! partial cleanup. No sockets here; every function is a short, bounded filesystem operation
 //! that the protocol state machine (`mod.rs`) calls at most once per event.
 //!
 //! # Layout under the root
@@ -33,6 +33,8 @@
 //! * Sizes from the peer are compared with checked arithmetic before anything
 //!   is allocated or written; writes are at most one socket read (≤ 64 KiB)
 //!   each, reads at most [`CHUNK`].
+//! * Tests: `tests/files_storage.rs` (this module's rules, on a real
+//!   temporary directory) and `tests/files.rs` (through the service).
 //! * The one unbounded blocking call is the `fsync` at commit. It is bounded
 //!   in practice: every [`SYNC_EVERY`] bytes the upload asks the kernel to
 //!   start writeback (`sync_file_range(SYNC_FILE_RANGE_WRITE)`, which does not
@@ -44,15 +46,18 @@ use std::collections::HashSet;
 use std::ffi::CString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom, Write};
+use std::io::{self, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt};
-use std::os::unix::io::AsRawFd;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
+
+pub use self::upload::{read_chunk_at, Committed, Upload};
+
+pub mod upload;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
@@ -203,6 +208,8 @@ pub struct Store {
     md5_dir: PathBuf,
     max_size: Option<u64>,
     partial_max_age: Duration,
+    /// Partial-file keys of the uploads in progress (keyed like the
+    /// partial files, so two names can never share one).
     busy: RefCell<HashSet<String>>,
     last_sweep: Cell<Instant>,
 }
@@ -322,7 +329,7 @@ impl Store {
 
     /// Whether an upload of `name` is running on some connection.
     pub fn is_busy(&self, name: &str) -> bool {
-        self.busy.borrow().contains(name)
+        self.busy.borrow().contains(&key_of(name))
     }
 
     /// Checks an upload request against the limits, the disk and what is
@@ -390,7 +397,7 @@ impl Store {
             f.seek(SeekFrom::End(0)).map_err(io_err)?;
             f
         };
-        self.busy.borrow_mut().insert(name.to_string());
+        self.busy.borrow_mut().insert(key_of(name));
         debug!("files: upload of {name} starts at {} of {}", spec.offset, spec.file_size);
         Ok(Upload {
             store: Rc::clone(self),
@@ -508,21 +515,22 @@ impl Store {
             if age <= self.partial_max_age {
                 continue;
             }
-            let busy = if path.extension().is_some_and(|e| e == "part") {
-                // The name is in the .json; a busy upload keeps writing, so its
-                // mtime is fresh anyway; check the name to be sure.
-                let meta = fs::read(path.with_extension("json")).ok();
-                let meta: Option<PartialMeta> = meta.and_then(|b| serde_json::from_slice(&b).ok());
-                meta.is_some_and(|m| self.is_busy(&m.file_name))
-            } else {
-                false
-            };
-            if busy {
+            // A busy upload keeps writing, so its mtime is fresh anyway;
+            // check its key to be sure.
+            let key = path.file_stem().and_then(|k| k.to_str()).unwrap_or_default();
+            if self.busy.borrow().contains(key) {
                 continue;
             }
-            if path.extension().is_some_and(|e| e == "part") {
-                let _ = fs::remove_file(path.with_extension("json"));
-                removed += 1;
+            // A partial's age is its `.part`'s last write (its `.json` is
+            // written once, at the start); a `.json` goes with its `.part`,
+            // or alone if its `.part` is gone.
+            match path.extension().and_then(|e| e.to_str()) {
+                Some("part") => {
+                    let _ = fs::remove_file(path.with_extension("json"));
+                    removed += 1;
+                }
+                Some("json") if path.with_extension("part").exists() => continue,
+                _ => {}
             }
             let _ = fs::remove_file(&path);
         }
@@ -544,286 +552,4 @@ impl Store {
 
 fn mtime_ns(m: &fs::Metadata) -> i128 {
     i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
-}
-
-/// Timings of a commit, for logs and the benchmark.
-#[derive(Debug, Clone, Copy)]
-pub struct Committed {
-    /// How long the `fsync` of the file took.
-    pub fsync: Duration,
-    /// The rename plus the `fsync` of the directory.
-    pub rename: Duration,
-}
-
-/// One upload in progress: its partial file and its claim on the name.
-/// Dropping it keeps the partial file (the upload can be resumed) and frees
-/// the name.
-#[derive(Debug)]
-pub struct Upload {
-    store: Rc<Store>,
-    name: String,
-    part_path: PathBuf,
-    meta_path: PathBuf,
-    file: File,
-    file_size: u64,
-    written: u64,
-    synced_to: u64,
-    overwrite: bool,
-}
-
-impl Upload {
-    /// The final name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Bytes in the partial file (offset plus body bytes written).
-    pub fn written(&self) -> u64 {
-        self.written
-    }
-
-    /// The announced size of the whole file.
-    pub fn file_size(&self) -> u64 {
-        self.file_size
-    }
-
-    /// Appends one chunk (at most one socket read) to the partial file, and
-    /// starts writeback every [`SYNC_EVERY`] bytes without waiting for it.
-    pub fn write(&mut self, chunk: &[u8]) -> io::Result<()> {
-        let end = self.written.checked_add(chunk.len() as u64).filter(|&e| e <= self.file_size);
-        let Some(end) = end else {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "more body bytes than announced"));
-        };
-        self.file.write_all(chunk)?;
-        self.written = end;
-        if self.written - self.synced_to >= SYNC_EVERY {
-            let (from, len) = (self.synced_to as libc::off64_t, (self.written - self.synced_to) as libc::off64_t);
-            // SAFETY: a plain syscall on our own descriptor.
-            unsafe { libc::sync_file_range(self.file.as_raw_fd(), from, len, libc::SYNC_FILE_RANGE_WRITE) };
-            self.synced_to = self.written;
-        }
-        Ok(())
-    }
-
-    /// Reads partial-file bytes at `pos` (to hash a resumed prefix).
-    pub fn read_at(&self, buf: &mut [u8], pos: u64) -> io::Result<usize> {
-        self.file.read_at(buf, pos)
-    }
-
-    /// Removes the partial file (MD5 mismatch, disk error).
-    pub fn discard(self) {
-        let _ = fs::remove_file(&self.part_path);
-        let _ = fs::remove_file(&self.meta_path);
-        debug!("files: discarded the partial upload of {}", self.name);
-    }
-
-    /// Makes the verified upload visible at its name: fsync the file,
-    /// create the parent directories, rename (no-replace unless overwrite),
-    /// fsync the directory, record the MD5. On failure the partial file is
-    /// removed.
-    pub fn commit(self, md5: &str) -> io::Result<Committed> {
-        let r = self.try_commit(md5);
-        if r.is_err() {
-            let _ = fs::remove_file(&self.part_path);
-            let _ = fs::remove_file(&self.meta_path);
-        }
-        r
-    }
-
-    fn try_commit(&self, md5: &str) -> io::Result<Committed> {
-        let t = Instant::now();
-        self.file.sync_data()?;
-        let fsync = t.elapsed();
-        let t = Instant::now();
-        let other = io::Error::other::<String>;
-        let dest = self.store.resolve(&self.name).map_err(other)?;
-        let parent = dest.parent().ok_or_else(|| other("no parent directory".into()))?;
-        fs::create_dir_all(parent)?;
-        // Re-check after creating: the directories must still be ours.
-        let real_parent = fs::canonicalize(parent)?;
-        if !real_parent.starts_with(self.store.root()) {
-            return Err(other(format!("`{}` leads out of the storage root", self.name)));
-        }
-        let dest = real_parent.join(dest.file_name().ok_or_else(|| other("no file name".into()))?);
-        rename(&self.part_path, &dest, !self.overwrite).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                other(format!("`{}` appeared meanwhile; send \"overwrite\": true to replace it", self.name))
-            } else {
-                e
-            }
-        })?;
-        File::open(&real_parent)?.sync_all()?;
-        let rename = t.elapsed();
-        let _ = fs::remove_file(&self.meta_path);
-        self.store.remember_md5(&self.name, &self.file, md5);
-        Ok(Committed { fsync, rename })
-    }
-}
-
-impl Drop for Upload {
-    fn drop(&mut self) {
-        self.store.busy.borrow_mut().remove(&self.name);
-    }
-}
-
-/// `rename`, with `RENAME_NOREPLACE` when asked (falling back to a check
-/// and a plain rename on filesystems without it).
-fn rename(from: &Path, to: &Path, no_replace: bool) -> io::Result<()> {
-    if !no_replace {
-        return fs::rename(from, to);
-    }
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
-    let (f, t) = (c(from)?, c(to)?);
-    // SAFETY: both paths are NUL-terminated and outlive the call.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
-    if rc == 0 {
-        return Ok(());
-    }
-    let e = io::Error::last_os_error();
-    match e.raw_os_error() {
-        Some(libc::EINVAL) | Some(libc::ENOSYS) => {
-            if to.symlink_metadata().is_ok() {
-                return Err(io::ErrorKind::AlreadyExists.into());
-            }
-            fs::rename(from, to)
-        }
-        _ => Err(e),
-    }
-}
-
-/// Seconds since the epoch, for log lines.
-pub fn now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn store(dir: &Path) -> Rc<Store> {
-        Rc::new(Store::open(dir, None, Duration::from_secs(3600)).unwrap())
-    }
-
-    fn spec<'a>(name: &'a str, size: u64, md5: &'a str, offset: u64) -> UploadSpec<'a> {
-        UploadSpec { name, file_size: size, md5, offset, overwrite: false }
-    }
-
-    #[test]
-    fn names_are_cleaned_or_refused() {
-        assert_eq!(clean_name("/a/b/c/d/e/a.txt").unwrap(), "a/b/c/d/e/a.txt");
-        assert_eq!(clean_name("a//./b").unwrap(), "a/b");
-        assert_eq!(clean_name("../x"), Err(NameError::DotDot));
-        assert_eq!(clean_name("a/../../x"), Err(NameError::DotDot));
-        assert_eq!(clean_name("a\0b"), Err(NameError::Nul));
-        assert_eq!(clean_name(""), Err(NameError::Empty));
-        assert_eq!(clean_name("//./"), Err(NameError::Empty));
-        assert_eq!(clean_name(&"x".repeat(1025)), Err(NameError::TooLong(1025)));
-        assert!(clean_name(&format!("{}/b", "x".repeat(200))).is_ok());
-        assert_eq!(clean_name(&"x".repeat(256)), Err(NameError::ComponentTooLong));
-        assert_eq!(clean_name("/.wireloop/partial/x"), Err(NameError::Reserved));
-    }
-
-    #[test]
-    fn a_symlink_out_of_the_root_is_refused_and_one_inside_is_followed() {
-        let dir = tempfile::tempdir().unwrap();
-        let outside = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
-        std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
-        fs::create_dir(dir.path().join("real")).unwrap();
-        std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("in")).unwrap();
-        std::os::unix::fs::symlink(dir.path().join(HIDDEN), dir.path().join("hid")).unwrap();
-        assert!(s.resolve("out/x").unwrap_err().contains("symlink that leads out"));
-        assert!(s.resolve("hid/partial").unwrap_err().contains("symlink"));
-        assert_eq!(s.resolve("in/x").unwrap(), s.root().join("real/x"));
-        fs::write(dir.path().join("f"), b"").unwrap();
-        assert!(s.resolve("f/x").unwrap_err().contains("is a file"));
-    }
-
-    #[test]
-    fn upload_commit_is_atomic_and_refuses_to_overwrite() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
-        let md5 = hex(&Md5::digest(b"hello"));
-        let mut up = s.begin_upload(&spec("a/b.txt", 5, &md5, 0)).unwrap();
-        assert!(s.begin_upload(&spec("a/b.txt", 5, &md5, 0)).unwrap_err().contains("in progress"));
-        up.write(b"hel").unwrap();
-        assert!(!dir.path().join("a/b.txt").exists());
-        assert_eq!(s.partial("a/b.txt").unwrap().size, 3);
-        up.write(b"lo").unwrap();
-        assert!(up.write(b"!").is_err(), "more than announced");
-        up.commit(&md5).unwrap();
-        assert_eq!(fs::read(dir.path().join("a/b.txt")).unwrap(), b"hello");
-        assert!(s.partial("a/b.txt").is_none());
-        assert!(s.begin_upload(&spec("a/b.txt", 5, &md5, 0)).unwrap_err().contains("already exists"));
-        let (_, size, cached) = s.open_read("a/b.txt").unwrap();
-        assert_eq!((size, cached.as_deref()), (5, Some(md5.as_str())));
-        let mut again = spec("a/b.txt", 5, &md5, 0);
-        again.overwrite = true;
-        let mut up = s.begin_upload(&again).unwrap();
-        up.write(b"hello").unwrap();
-        up.commit(&md5).unwrap();
-    }
-
-    #[test]
-    fn resume_needs_the_same_file_and_the_exact_offset() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
-        let md5 = "0".repeat(32);
-        let mut up = s.begin_upload(&spec("r", 10, &md5, 0)).unwrap();
-        up.write(b"1234").unwrap();
-        drop(up); // interrupted: the partial stays
-        assert_eq!(s.partial("r").unwrap().size, 4);
-        assert!(s.begin_upload(&spec("r", 10, &md5, 3)).unwrap_err().contains("holds 4 bytes"));
-        assert!(s.begin_upload(&spec("r", 11, &md5, 4)).unwrap_err().contains("another file"));
-        assert!(s.begin_upload(&spec("q", 10, &md5, 4)).unwrap_err().contains("no interrupted upload"));
-        assert!(s.begin_upload(&spec("r", 10, &md5, 11)).unwrap_err().contains("past file_size"));
-        let up = s.begin_upload(&spec("r", 10, &md5, 4)).unwrap();
-        assert_eq!(up.written(), 4);
-        up.discard();
-        assert!(s.partial("r").is_none());
-    }
-
-    #[test]
-    fn limits_max_size_and_free_space() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Rc::new(Store::open(dir.path(), Some(100), Duration::from_secs(60)).unwrap());
-        let md5 = "0".repeat(32);
-        assert!(s.begin_upload(&spec("x", 101, &md5, 0)).unwrap_err().contains("limit of 100"));
-        let s = store(dir.path());
-        let huge = spec("x", u64::MAX, &md5, 0);
-        assert!(s.begin_upload(&huge).unwrap_err().contains("not enough free disk space"));
-        assert!(s.free_space().unwrap() > 0);
-    }
-
-    #[test]
-    fn old_partials_are_swept_at_open() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
-        let md5 = "0".repeat(32);
-        let mut up = s.begin_upload(&spec("old", 10, &md5, 0)).unwrap();
-        up.write(b"12").unwrap();
-        drop(up);
-        drop(s);
-        std::thread::sleep(Duration::from_millis(1100));
-        let s = Rc::new(Store::open(dir.path(), None, Duration::from_secs(1)).unwrap());
-        assert!(s.partial("old").is_none());
-        assert_eq!(fs::read_dir(dir.path().join(HIDDEN).join("partial")).unwrap().count(), 0);
-    }
-
-    #[test]
-    fn listing_filters_by_prefix_and_hides_the_hidden_dir() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
-        for n in ["a/x.txt", "a/y.txt", "b/z.txt", "top"] {
-            let p = dir.path().join(n);
-            fs::create_dir_all(p.parent().unwrap()).unwrap();
-            fs::write(p, n).unwrap();
-        }
-        let names = |p: &str| s.list(p).unwrap().0.into_iter().map(|e| e.name).collect::<Vec<_>>();
-        assert_eq!(names(""), ["a/x.txt", "a/y.txt", "b/z.txt", "top"]);
-        assert_eq!(names("a/"), ["a/x.txt", "a/y.txt"]);
-        assert_eq!(names("/a/y"), ["a/y.txt"]);
-        assert_eq!(names("t"), ["top"]);
-        assert!(s.list("../").is_err());
-    }
 }

@@ -1,0 +1,162 @@
+//! The files service's storage rules, through `storage`'s public API and
+//! a real temporary directory: name cleaning, symlinks, atomic commit,
+//! resume, limits, partial cleanup, listing.
+
+use std::fs;
+use std::path::Path;
+use std::rc::Rc;
+use std::time::Duration;
+
+use md5::{Digest, Md5};
+use wireloop::services::files::storage::*;
+
+fn store(dir: &Path) -> Rc<Store> {
+    Rc::new(Store::open(dir, None, Duration::from_secs(3600)).unwrap())
+}
+
+fn spec<'a>(name: &'a str, size: u64, md5: &'a str, offset: u64) -> UploadSpec<'a> {
+    UploadSpec { name, file_size: size, md5, offset, overwrite: false }
+}
+
+#[test]
+fn names_are_cleaned_or_refused() {
+    assert_eq!(clean_name("/a/b/c/d/e/a.txt").unwrap(), "a/b/c/d/e/a.txt");
+    assert_eq!(clean_name("a//./b").unwrap(), "a/b");
+    assert_eq!(clean_name("../x"), Err(NameError::DotDot));
+    assert_eq!(clean_name("a/../../x"), Err(NameError::DotDot));
+    assert_eq!(clean_name("a\0b"), Err(NameError::Nul));
+    assert_eq!(clean_name(""), Err(NameError::Empty));
+    assert_eq!(clean_name("//./"), Err(NameError::Empty));
+    assert_eq!(clean_name(&"x".repeat(1025)), Err(NameError::TooLong(1025)));
+    assert!(clean_name(&format!("{}/b", "x".repeat(200))).is_ok());
+    assert_eq!(clean_name(&"x".repeat(256)), Err(NameError::ComponentTooLong));
+    assert_eq!(clean_name("/.wireloop/partial/x"), Err(NameError::Reserved));
+}
+
+#[test]
+fn a_symlink_out_of_the_root_is_refused_and_one_inside_is_followed() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
+    fs::create_dir(dir.path().join("real")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("in")).unwrap();
+    std::os::unix::fs::symlink(dir.path().join(HIDDEN), dir.path().join("hid")).unwrap();
+    assert!(s.resolve("out/x").unwrap_err().contains("symlink that leads out"));
+    assert!(s.resolve("hid/partial").unwrap_err().contains("symlink"));
+    assert_eq!(s.resolve("in/x").unwrap(), s.root().join("real/x"));
+    fs::write(dir.path().join("f"), b"").unwrap();
+    assert!(s.resolve("f/x").unwrap_err().contains("is a file"));
+}
+
+#[test]
+fn upload_commit_is_atomic_and_refuses_to_overwrite() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let md5 = hex(&Md5::digest(b"hello"));
+    let mut up = s.begin_upload(&spec("a/b.txt", 5, &md5, 0)).unwrap();
+    assert!(s.begin_upload(&spec("a/b.txt", 5, &md5, 0)).unwrap_err().contains("in progress"));
+    up.write(b"hel").unwrap();
+    assert!(!dir.path().join("a/b.txt").exists());
+    assert_eq!(s.partial("a/b.txt").unwrap().size, 3);
+    up.write(b"lo").unwrap();
+    assert!(up.write(b"!").is_err(), "more than announced");
+    up.commit(&md5).unwrap();
+    assert_eq!(fs::read(dir.path().join("a/b.txt")).unwrap(), b"hello");
+    assert!(s.partial("a/b.txt").is_none());
+    assert!(s.begin_upload(&spec("a/b.txt", 5, &md5, 0)).unwrap_err().contains("already exists"));
+    let (_, size, cached) = s.open_read("a/b.txt").unwrap();
+    assert_eq!((size, cached.as_deref()), (5, Some(md5.as_str())));
+    let mut again = spec("a/b.txt", 5, &md5, 0);
+    again.overwrite = true;
+    let mut up = s.begin_upload(&again).unwrap();
+    up.write(b"hello").unwrap();
+    up.commit(&md5).unwrap();
+}
+
+#[test]
+fn resume_needs_the_same_file_and_the_exact_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let md5 = "0".repeat(32);
+    let mut up = s.begin_upload(&spec("r", 10, &md5, 0)).unwrap();
+    up.write(b"1234").unwrap();
+    drop(up); // interrupted: the partial stays
+    assert_eq!(s.partial("r").unwrap().size, 4);
+    assert!(s.begin_upload(&spec("r", 10, &md5, 3)).unwrap_err().contains("holds 4 bytes"));
+    assert!(s.begin_upload(&spec("r", 11, &md5, 4)).unwrap_err().contains("another file"));
+    assert!(s.begin_upload(&spec("q", 10, &md5, 4)).unwrap_err().contains("no interrupted upload"));
+    assert!(s.begin_upload(&spec("r", 10, &md5, 11)).unwrap_err().contains("past file_size"));
+    let up = s.begin_upload(&spec("r", 10, &md5, 4)).unwrap();
+    assert_eq!(up.written(), 4);
+    up.discard();
+    assert!(s.partial("r").is_none());
+}
+
+#[test]
+fn limits_max_size_and_free_space() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Rc::new(Store::open(dir.path(), Some(100), Duration::from_secs(60)).unwrap());
+    let md5 = "0".repeat(32);
+    assert!(s.begin_upload(&spec("x", 101, &md5, 0)).unwrap_err().contains("limit of 100"));
+    let s = store(dir.path());
+    let huge = spec("x", u64::MAX, &md5, 0);
+    assert!(s.begin_upload(&huge).unwrap_err().contains("not enough free disk space"));
+    assert!(s.free_space().unwrap() > 0);
+}
+
+#[test]
+fn old_partials_are_swept_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let md5 = "0".repeat(32);
+    let mut up = s.begin_upload(&spec("old", 10, &md5, 0)).unwrap();
+    up.write(b"12").unwrap();
+    drop(up);
+    drop(s);
+    std::thread::sleep(Duration::from_millis(1100));
+    let s = Rc::new(Store::open(dir.path(), None, Duration::from_secs(1)).unwrap());
+    assert!(s.partial("old").is_none());
+    assert_eq!(fs::read_dir(dir.path().join(HIDDEN).join("partial")).unwrap().count(), 0);
+}
+
+#[test]
+fn listing_filters_by_prefix_and_hides_the_hidden_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    for n in ["a/x.txt", "a/y.txt", "b/z.txt", "top"] {
+        let p = dir.path().join(n);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, n).unwrap();
+    }
+    let names = |p: &str| s.list(p).unwrap().0.into_iter().map(|e| e.name).collect::<Vec<_>>();
+    assert_eq!(names(""), ["a/x.txt", "a/y.txt", "b/z.txt", "top"]);
+    assert_eq!(names("a/"), ["a/x.txt", "a/y.txt"]);
+    assert_eq!(names("/a/y"), ["a/y.txt"]);
+    assert_eq!(names("t"), ["top"]);
+    assert!(s.list("../").is_err());
+}
+
+fn age(path: &Path, by: Duration) {
+    let f = fs::OpenOptions::new().write(true).open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - by).unwrap();
+}
+
+#[test]
+fn a_partial_ages_by_its_last_write_not_by_its_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut up = s.begin_upload(&spec("slow/one", 10, &"0".repeat(32), 0)).unwrap();
+    up.write(b"123").unwrap();
+    drop(up);
+    let base = dir.path().join(HIDDEN).join("partial").join(key_of("slow/one"));
+    let hour = Duration::from_secs(3600);
+    age(&base.with_extension("json"), 2 * hour); // started long ago, written just now
+    drop(s);
+    let s = Rc::new(Store::open(dir.path(), None, hour).unwrap());
+    assert_eq!(s.partial("slow/one").unwrap().size, 3, "a recently written partial is kept");
+    age(&base.with_extension("part"), 2 * hour);
+    assert_eq!(s.sweep_partials().unwrap(), 1);
+    assert!(s.partial("slow/one").is_none());
+    assert_eq!(fs::read_dir(dir.path().join(HIDDEN).join("partial")).unwrap().count(), 0);
+}
