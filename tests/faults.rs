@@ -47,16 +47,20 @@ fn rng(seed: &mut u64) -> u64 {
 fn slowloris_tricklers_are_cut_off_and_echo_stays_fast() {
     let _serial = serial();
     const N: usize = 2000;
-    let srv = Server::start(&["echo", "framed", "exec"], &["--message-timeout", "2"]);
-    let (framed, exec, echo) = (srv.addr("framed"), srv.addr("exec"), srv.addr("echo"));
+    let root = tempfile::tempdir().unwrap();
+    let srv = Server::start(
+        &["echo", "framed", "files", "exec"],
+        &["--message-timeout", "2", "--files-root", root.path().to_str().unwrap()],
+    );
+    let targets = [srv.addr("framed"), srv.addr("files"), srv.addr("exec")];
+    let echo = srv.addr("echo");
     let stop = Arc::new(AtomicBool::new(false));
     let probe = {
         let stop = stop.clone();
         thread::spawn(move || echo_latencies(echo, Duration::from_millis(5), stop))
     };
-    // Half against framed (a frame header), half against exec (a JSON header).
-    let mut conns: Vec<TcpStream> =
-        (0..N).map(|i| TcpStream::connect(if i % 2 == 0 { framed } else { exec }).unwrap()).collect();
+    // Spread over framed (a frame header), files and exec (JSON headers).
+    let mut conns: Vec<TcpStream> = (0..N).map(|i| TcpStream::connect(targets[i % 3]).unwrap()).collect();
     let start = Instant::now();
     let header = 40i32.to_le_bytes();
     let mut open = vec![true; N];
@@ -277,4 +281,97 @@ fn a_thousand_resets_mid_reply_leave_no_descriptors_behind() {
     eprintln!("resets: 1000 aborted clients; server fds {base} before, {now} after");
     round_trip(&mut connect(addr), b"alive", b"ALIVE");
     assert_eq!(now, base);
+}
+
+/// Deterministic content for an upload named `seed`.
+fn content(seed: u64, len: usize) -> Vec<u8> {
+    let mut s = seed | 1;
+    (0..len).map(|_| rng(&mut s) as u8).collect()
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Starts an upload of `data` as `name` and sends its body in chunks with
+/// pauses, until it is done or the server goes away.
+fn trickle_upload(addr: std::net::SocketAddr, name: String, data: Vec<u8>, pause: Duration) {
+    let Ok(mut s) = TcpStream::connect(addr) else { return };
+    let head =
+        serde_json::to_vec(&serde_json::json!({"file_name": name, "file_size": data.len(), "md5": md5_hex(&data)}))
+            .unwrap();
+    let mut msg = (head.len() as i32).to_le_bytes().to_vec();
+    msg.extend_from_slice(&head);
+    if s.write_all(&msg).is_err() {
+        return;
+    }
+    for chunk in data.chunks(64 * 1024) {
+        if s.write_all(chunk).is_err() {
+            return;
+        }
+        thread::sleep(pause);
+    }
+    let mut sink = [0u8; 512];
+    let _ = s.read(&mut sink);
+}
+
+#[test]
+fn kill_9_during_uploads_never_leaves_a_wrong_final_file() {
+    let _serial = serial();
+    let root = tempfile::tempdir().unwrap();
+    let root_arg = root.path().to_str().unwrap().to_string();
+    let size = 1024 * 1024;
+    let mut seed = 0xdead_beef_u64;
+    let mut expected = std::collections::HashMap::new();
+    for round in 0..20u64 {
+        let srv = Server::start(&["files"], &["--files-root", &root_arg]);
+        let addr = srv.addr("files");
+        let uploads: Vec<_> = (0..3u64)
+            .map(|k| {
+                let name = format!("r{round}/f{k}.bin");
+                let data = content(round * 10 + k, size);
+                expected.insert(name.clone(), md5_hex(&data));
+                // Different paces, so the kill lands at different offsets.
+                let pause = Duration::from_millis(1 + (rng(&mut seed) % 8));
+                thread::spawn(move || trickle_upload(addr, name, data, pause))
+            })
+            .collect();
+        thread::sleep(Duration::from_millis(20 + rng(&mut seed) % 150));
+        let mut srv = srv;
+        srv.child.kill().unwrap(); // SIGKILL
+        srv.child.wait().unwrap();
+        for u in uploads {
+            u.join().unwrap();
+        }
+    }
+    // Restart on the same root: it must come up, and every file at a final
+    // name must be complete and match its MD5.
+    let srv = Server::start(&["files"], &["--files-root", &root_arg]);
+    let (mut finals, mut wrong) = (0, Vec::new());
+    let mut stack = vec![root.path().to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let e = e.unwrap();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue; // the store's hidden work area
+            }
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+                continue;
+            }
+            finals += 1;
+            let rel = e.path().strip_prefix(root.path()).unwrap().to_string_lossy().into_owned();
+            let got = md5_hex(&std::fs::read(e.path()).unwrap());
+            if expected.get(&rel) != Some(&got) {
+                wrong.push(rel);
+            }
+        }
+    }
+    eprintln!("kill -9: 20 rounds x 3 uploads; {finals} completed before a kill, {} wrong", wrong.len());
+    assert!(wrong.is_empty(), "wrong final files: {wrong:?}");
+    // And it serves: a fresh upload completes.
+    trickle_upload(srv.addr("files"), "after.bin".into(), content(99, 1000), Duration::ZERO);
+    assert_eq!(md5_hex(&std::fs::read(root.path().join("after.bin")).unwrap()), md5_hex(&content(99, 1000)));
 }
