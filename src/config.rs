@@ -46,6 +46,8 @@ pub struct Config {
     pub max_output: usize,
     /// Connections at once; more get a short error line and are closed.
     pub max_connections: usize,
+    /// Bind with `SO_REUSEPORT`, so several loops can share an address.
+    pub reuse_port: bool,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             send_timeout: Duration::from_secs(60),
             max_output: 64 * 1024 * 1024,
             max_connections: 10_000,
+            reuse_port: false,
         }
     }
 }

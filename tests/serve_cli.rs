@@ -130,3 +130,24 @@ fn the_udp_client_reports_a_silent_server() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no reply from"));
 }
+
+#[test]
+fn workers_share_each_address_and_stop_together() {
+    let mut srv = Server::start(&["echo", "udp-echo", "framed"], &["--workers", "2"]);
+    let comms: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", srv.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .collect();
+    assert!(comms.iter().any(|c| c == "loop-0") && comms.iter().any(|c| c == "loop-1"), "threads: {comms:?}");
+    let addr = srv.addr("echo");
+    let mut conns: Vec<_> = (0..40).map(|_| connect(addr)).collect();
+    for (i, c) in conns.iter_mut().enumerate() {
+        let msg = format!("w{i}");
+        round_trip(c, msg.as_bytes(), msg.to_uppercase().as_bytes());
+    }
+    round_trip(&mut connect(srv.addr("framed")), b"\x01\x00\x00\x00x", b"success");
+    srv.signal("TERM");
+    let status = srv.wait_exit(Duration::from_secs(10)).expect("server did not exit");
+    assert_eq!(status.code(), Some(0));
+}

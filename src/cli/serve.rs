@@ -1,10 +1,16 @@
 //! `wireloop serve`: wires every service into one event loop, prints one
 //! `listening <name> <tcp|udp> <ip:port>` line per socket, and stops
 //! gracefully on SIGINT or SIGTERM (a second signal exits at once).
+//!
+//! With `--workers N` it runs N independent loops on N threads; each binds
+//! the stateless services' addresses itself with `SO_REUSEPORT` and the
+//! kernel spreads connections across them. The loops share nothing.
 
+use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
@@ -12,7 +18,7 @@ use log::info;
 use wireloop::services::exec::ExecService;
 use wireloop::services::framed::{Framed, FramedConfig};
 use wireloop::services::handshake::{Handshake, HandshakeConfig};
-use wireloop::{services, Bound, EventLoop};
+use wireloop::{services, Bound, Config, EventLoop};
 
 use super::{parse_addr, Order};
 
@@ -54,6 +60,10 @@ pub struct ServeArgs {
     /// Run only these services (comma-separated), e.g. `--only echo,udp-echo`.
     #[arg(long, value_delimiter = ',', value_name = "NAME[,NAME...]", value_parser = clap::builder::PossibleValuesParser::new(SERVICES))]
     only: Option<Vec<String>>,
+    /// Independent loops on as many threads, sharing each address through
+    /// SO_REUSEPORT; `files` and `exec` run on the first only.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    workers: usize,
     #[command(flatten)]
     limits: super::limits::LimitArgs,
 }
@@ -92,31 +102,137 @@ fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr,
     Ok(all.into_iter().filter(|(name, ..)| wants(name)).collect())
 }
 
+/// Services every worker runs; the others keep state on disk or limit
+/// commands across connections, so with `--workers` they run on the first
+/// worker only.
+const PER_WORKER: &[&str] = &["echo", "udp-echo", "framed", "handshake", "time", "sntp"];
+
+/// A listening socket a worker bound: (service, transport, address).
+type Bound3 = (&'static str, &'static str, SocketAddr);
+
 pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     let (cfg, grace) = args.limits.config()?;
-    let mut lp = EventLoop::new(cfg).map_err(|e| format!("cannot create the event loop: {e}"))?;
+    let workers = args.workers.max(1);
     // Handlers first: a signal sent as soon as the listening lines appear
     // must find them installed.
-    watch_signals(lp.handle())?;
-    // Bind everything before printing anything: all lines, or an error.
-    let mut bound = Vec::new();
-    for (name, transport, addr, install) in plan(&args)? {
-        let b = install(&mut lp, addr).map_err(|e| format!("cannot bind {name} ({transport}) on {addr}: {e}"))?;
-        bound.push((name, transport, b.addr));
+    let stopper = Stopper::default();
+    watch_signals(stopper.clone())?;
+    let args = Arc::new(args);
+    let mut resolved: HashMap<&'static str, SocketAddr> = HashMap::new();
+    let mut lines = Vec::new();
+    let mut joins = Vec::new();
+    for w in 0..workers {
+        let (tx, rx) = mpsc::channel();
+        let (args, stopper2, known) = (args.clone(), stopper.clone(), resolved.clone());
+        let cfg = Config { reuse_port: workers > 1, ..cfg.clone() };
+        let join = std::thread::Builder::new()
+            .name(format!("loop-{w}"))
+            .spawn(move || worker(w, &args, cfg, grace, &known, &tx, &stopper2))
+            .map_err(|e| format!("cannot start worker {w}: {e}"))?;
+        match rx.recv() {
+            Ok(Ok(bound)) if w == 0 => {
+                for (name, transport, addr) in bound {
+                    resolved.insert(name, addr);
+                    lines.push(format!("listening {name} {transport} {addr}"));
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                stopper.stop_all();
+                return Err(e);
+            }
+            Err(_) => {
+                stopper.stop_all();
+                return Err(join.join().map_or("a worker panicked".into(), |r| r.err().unwrap_or_default()));
+            }
+        }
+        joins.push(join);
     }
+    // Everything is bound: all lines, or an error and no lines.
     let mut stdout = io::stdout().lock();
-    for (name, transport, addr) in bound {
-        writeln!(stdout, "listening {name} {transport} {addr}").map_err(|e| e.to_string())?;
+    for line in lines {
+        writeln!(stdout, "{line}").map_err(|e| e.to_string())?;
     }
     stdout.flush().map_err(|e| e.to_string())?;
     drop(stdout);
-    lp.run(grace).map_err(|e| format!("event loop failed: {e}"))?;
+    let mut failed = None;
+    for join in joins {
+        match join.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => failed = failed.or(Some(e)),
+            Err(_) => failed = failed.or(Some("a worker panicked".to_string())),
+        }
+    }
+    if let Some(e) = failed {
+        return Err(e);
+    }
     info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
 
+/// One loop on its own thread: binds its share of the services (the
+/// addresses the first worker resolved, for port 0), reports them, and runs
+/// until stopped.
+fn worker(
+    w: usize,
+    args: &ServeArgs,
+    cfg: Config,
+    grace: Duration,
+    known: &HashMap<&'static str, SocketAddr>,
+    tx: &mpsc::Sender<Result<Vec<Bound3>, String>>,
+    stopper: &Stopper,
+) -> Result<(), String> {
+    let setup = || -> Result<(EventLoop, Vec<Bound3>), String> {
+        let mut lp = EventLoop::new(cfg).map_err(|e| format!("cannot create the event loop: {e}"))?;
+        let mut bound = Vec::new();
+        for (name, transport, addr, install) in plan(args)? {
+            if w > 0 && !PER_WORKER.contains(&name) {
+                continue;
+            }
+            let addr = known.get(name).copied().unwrap_or(addr);
+            let b = install(&mut lp, addr).map_err(|e| format!("cannot bind {name} ({transport}) on {addr}: {e}"))?;
+            bound.push((name, transport, b.addr));
+        }
+        Ok((lp, bound))
+    };
+    match setup() {
+        Err(e) => {
+            let _ = tx.send(Err(e));
+            Ok(())
+        }
+        Ok((mut lp, bound)) => {
+            stopper.register(lp.handle());
+            let _ = tx.send(Ok(bound));
+            lp.run(grace).map_err(|e| format!("event loop failed: {e}"))
+        }
+    }
+}
+
+/// The loops a signal must stop; one that registers after the signal is
+/// stopped at once.
+#[derive(Clone, Default)]
+struct Stopper(Arc<Mutex<(bool, Vec<wireloop::Handle>)>>);
+
+impl Stopper {
+    fn register(&self, handle: wireloop::Handle) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if g.0 {
+            handle.stop();
+        }
+        g.1.push(handle);
+    }
+
+    fn stop_all(&self) {
+        let mut g = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 = true;
+        for h in &g.1 {
+            h.stop();
+        }
+    }
+}
+
 /// First SIGINT/SIGTERM: graceful stop. Second: exit at once.
-fn watch_signals(handle: wireloop::Handle) -> Result<(), String> {
+fn watch_signals(stopper: Stopper) -> Result<(), String> {
     use signal_hook::consts::{SIGINT, SIGTERM};
     let mut signals =
         signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot watch signals: {e}"))?;
@@ -128,7 +244,7 @@ fn watch_signals(handle: wireloop::Handle) -> Result<(), String> {
                 seen += 1;
                 if seen == 1 {
                     info!("signal {sig}: stopping (send again to exit at once)");
-                    handle.stop();
+                    stopper.stop_all();
                 } else {
                     eprintln!("wireloop: second signal, exiting now");
                     std::process::exit(1);

@@ -227,7 +227,7 @@ impl EventLoop {
 
     /// Binds a TCP listener (with `SO_REUSEADDR`) and serves it with `service`.
     pub fn listen(&mut self, addr: SocketAddr, service: impl Service + 'static) -> io::Result<Bound> {
-        let listener = listener::bind_tcp(addr, self.cfg.backlog)?;
+        let listener = listener::bind_tcp_with(addr, self.cfg.backlog, self.cfg.reuse_port)?;
         self.add_listener(listener, Box::new(service))
     }
 
@@ -244,7 +244,7 @@ impl EventLoop {
 
     /// Binds a UDP socket and serves it with `service`.
     pub fn bind_udp(&mut self, addr: SocketAddr, service: impl DatagramService + 'static) -> io::Result<Bound> {
-        let socket = listener::bind_udp(addr)?;
+        let socket = listener::bind_udp_with(addr, self.cfg.reuse_port)?;
         let mut udp = UdpSource::new(socket, Box::new(service), self.cfg.udp_queue);
         let addr = udp.local_addr()?;
         let entry = self.sources.vacant_entry();
