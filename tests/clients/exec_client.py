@@ -1,17 +1,28 @@
 from socket import *
 
 ip_port = ('127.0.0.1', 8080)
+buffer_size = 1024
+encoding = 'utf-8'
+back_log = 10
 
-tcp_socket_server = socket(AF_INET, SOCK_STREAM)
-tcp_socket_server.bind(ip_port)
-tcp_socket_server.listen(5)
+tcp_client = socket(AF_INET, SOCK_STREAM)
 
-conn, addr = tcp_socket_server.accept()
+tcp_client.connect(ip_port)
 
-data1 = conn.recv(10)
-data2 = conn.recv(10)
+while True:
+    value = input('请输入命令:')
 
-print('----->', data1.decode('utf-8'))
-print('----->', data2.decode('utf-8'))
+    if not value:
+        continue
 
-conn.close()
+    if value == 'quit':
+        break
+
+    send_data = value.encode(encoding)
+    tcp_client.send(send_data)
+
+    receive_data = tcp_client.recv(buffer_size)
+    receive_data_str = receive_data.decode('gbk')
+    print('执行结果', receive_data_str)
+
+tcp_client.close()
