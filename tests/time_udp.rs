@@ -183,3 +183,23 @@ fn the_time_client_asks_once_and_reports_errors_and_silence() {
     assert!(!ok && err.contains("no reply from"), "stderr {err:?}");
     assert!(start.elapsed() < Duration::from_secs(5));
 }
+
+#[test]
+fn rfc868_time_and_rfc867_daytime_answer_when_enabled() {
+    let srv = Server::start(&["rfc868", "daytime"], &[]);
+    let c = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    c.set_read_timeout(Some(std::time::Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 128];
+    c.send_to(b"", srv.addr("rfc868")).unwrap();
+    let n = c.recv(&mut buf).unwrap();
+    assert_eq!(n, 4);
+    let secs = u32::from_be_bytes(buf[..4].try_into().unwrap()) as u64;
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let want = (now + 2_208_988_800) % (1 << 32);
+    assert!(secs.abs_diff(want) <= 2, "rfc868 said {secs}, expected about {want}");
+    c.send_to(b"anything", srv.addr("daytime")).unwrap();
+    let n = c.recv(&mut buf).unwrap();
+    let line = String::from_utf8_lossy(&buf[..n]);
+    let year = chrono::Local::now().format("%Y").to_string();
+    assert!(line.ends_with("\r\n") && line.contains(&year), "daytime said {line:?}");
+}

@@ -23,7 +23,8 @@ use wireloop::{services, Bound, Config, EventLoop};
 use super::{parse_addr, Order};
 
 /// Every service `serve` knows, in the order it binds them.
-const SERVICES: &[&str] = &["echo", "udp-echo", "exec", "files", "framed", "handshake", "time", "sntp"];
+const SERVICES: &[&str] =
+    &["echo", "udp-echo", "exec", "files", "framed", "handshake", "time", "sntp", "rfc868", "daytime"];
 
 #[derive(Debug, Args)]
 #[command(after_help = "Each service has a flag `--<name> ADDR`; `--only` picks which run.\n\
@@ -99,13 +100,20 @@ fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr,
         }
         None => {}
     }
+    // RFC 868 and 867 are off unless an address is given.
+    if let Some(addr) = args.time.rfc868 {
+        all.push(("rfc868", "udp", addr, Box::new(args.time.install_rfc868())));
+    }
+    if let Some(addr) = args.time.daytime {
+        all.push(("daytime", "udp", addr, Box::new(args.time.install_daytime())));
+    }
     Ok(all.into_iter().filter(|(name, ..)| wants(name)).collect())
 }
 
 /// Services every worker runs; the others keep state on disk or limit
 /// commands across connections, so with `--workers` they run on the first
 /// worker only.
-const PER_WORKER: &[&str] = &["echo", "udp-echo", "framed", "handshake", "time", "sntp"];
+const PER_WORKER: &[&str] = &["echo", "udp-echo", "framed", "handshake", "time", "sntp", "rfc868", "daytime"];
 
 /// A listening socket a worker bound: (service, transport, address).
 type Bound3 = (&'static str, &'static str, SocketAddr);

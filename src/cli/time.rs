@@ -12,7 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 use clap::Args;
 use wireloop::ratelimit::RateConfig;
 use wireloop::services::sntp::{client_request, offset_delay, NtpTimestamp, Packet, Sntp, SntpConfig, MODE_SERVER};
-use wireloop::services::time::{TimeService, DEFAULT_FORMAT};
+use wireloop::services::time::{daytime_answer, rfc868_answer, Limited, TimeService, DEFAULT_FORMAT};
 use wireloop::{Bound, EventLoop};
 
 use super::{input_lines, parse_addr};
@@ -42,6 +42,12 @@ pub struct TimeServeArgs {
     /// seen are forgotten.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(2..=1 << 24))]
     rate_sources: u64,
+    /// RFC 868 Time over UDP (seconds since 1900, 4 bytes), off unless given.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub rfc868: Option<SocketAddr>,
+    /// RFC 867 Daytime over UDP (a line of text), off unless given.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    pub daytime: Option<SocketAddr>,
     /// `sntp`: stratum announced (1-15).
     #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u8).range(1..=15))]
     sntp_stratum: u8,
@@ -53,6 +59,18 @@ pub struct TimeServeArgs {
 impl TimeServeArgs {
     fn rate(&self, rate: u32, burst: u32) -> RateConfig {
         RateConfig { rate, burst, max_sources: self.rate_sources as usize }
+    }
+
+    /// Binds RFC 868 Time (rate-limited like `time`) when called.
+    pub fn install_rfc868(&self) -> impl FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound> + 'static {
+        let service = Limited::new(self.rate(self.time_rate, self.time_burst), rfc868_answer);
+        move |lp, addr| lp.bind_udp(addr, service)
+    }
+
+    /// Binds RFC 867 Daytime (rate-limited like `time`) when called.
+    pub fn install_daytime(&self) -> impl FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound> + 'static {
+        let service = Limited::new(self.rate(self.time_rate, self.time_burst), daytime_answer);
+        move |lp, addr| lp.bind_udp(addr, service)
     }
 
     /// Binds the `time` service when called.

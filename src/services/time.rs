@@ -288,6 +288,30 @@ impl DatagramService for TimeService {
     }
 }
 
+/// A rate-limited UDP service around a plain answer function: RFC 868 and
+/// RFC 867 answer *any* datagram, which makes them reflection targets
+/// without a per-source limit.
+pub struct Limited<F> {
+    limiter: RateLimiter,
+    answer: F,
+}
+
+impl<F> Limited<F> {
+    /// Wraps `answer` with a per-source limiter.
+    pub fn new(rate: RateConfig, answer: F) -> Self {
+        Limited { limiter: RateLimiter::new(rate), answer }
+    }
+}
+
+impl<F: FnMut(&[u8], SocketAddr, &mut Vec<u8>) -> Reply> DatagramService for Limited<F> {
+    fn on_datagram(&mut self, data: &[u8], peer: SocketAddr, reply: &mut Vec<u8>) -> Reply {
+        match self.limiter.check(peer.ip(), Instant::now()) {
+            Verdict::Allow => (self.answer)(data, peer, reply),
+            Verdict::Deny { .. } => Reply::Ignore,
+        }
+    }
+}
+
 /// RFC 868: the time as seconds since 1900-01-01 00:00 UTC, modulo 2^32 (the
 /// count wraps in 2036, as the RFC's 32 bits do). `None` before 1970.
 pub fn rfc868_seconds(now: SystemTime) -> Option<u32> {
