@@ -1,5 +1,6 @@
 //! Command-line parsing (clap derive) and dispatch to the subcommands.
 
+mod bench;
 mod chop;
 mod echo;
 mod exec;
@@ -47,6 +48,8 @@ enum Command {
     Time(time::TimeArgs),
     /// One SNTP exchange: prints the server's offset and the round-trip delay.
     Sntp(time::SntpArgs),
+    /// Load generator: C connections x P requests in flight; checks every reply, prints req/s and latency.
+    Bench(bench::BenchArgs),
 }
 
 /// Runs the parsed command.
@@ -63,6 +66,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, String> {
         Command::Time(a) => time::run_time(a),
         Command::Sntp(a) => time::run_sntp(a),
         Command::Exec(a) => exec::run(a),
+        Command::Bench(a) => bench::run(a),
     }
 }
 

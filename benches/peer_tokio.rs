@@ -1,0 +1,142 @@
+//! Side-by-side peers for `benches/compare.sh`: the same services as `wireloop serve`, written the
+//! way a tokio user would, so `wireloop bench` can measure both in one run. Same work, same replies:
+//!
+//! * `echo-ct ADDR` — uppercase echo on a current-thread runtime (one thread, like our loop);
+//! * `echo-mt ADDR` — the same on the multi-thread runtime (one worker per core);
+//! * `framed ADDR` — tokio-util `LengthDelimitedCodec` (4-byte little-endian length), `success`
+//!   per frame; replies for frames already decoded are written together, as ours are;
+//! * `udp ADDR` — one datagram in, its uppercase out, current-thread runtime;
+//! * `copy ADDR` — the throughput ceiling: blocking std code, one thread per connection, reading
+//!   into a 64 KiB buffer, uppercasing ASCII in place and writing it back (no runtime at all).
+//!
+//! The payloads `wireloop bench` sends are lowercase ASCII, for which ASCII and Unicode uppercase
+//! agree, so the peers use `make_ascii_uppercase` (ours runs its full UTF-8 uppercase).
+//!
+//! It prints `listening ADDR` once bound and serves until killed. Built by `cargo bench` /
+//! `cargo build --release --benches` only, never by `cargo test`:
+//!
+//! ```text
+//! cargo bench --bench peer_tokio -- echo-ct 127.0.0.1:0
+//! ```
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+
+use futures::{FutureExt, StreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_util::codec::{FramedRead, LengthDelimitedCodec};
+
+const BUF: usize = 64 * 1024;
+
+fn announce(addr: SocketAddr) {
+    println!("listening {addr}");
+    let _ = std::io::stdout().flush();
+}
+
+async fn echo_conn(mut s: TcpStream) -> std::io::Result<()> {
+    s.set_nodelay(true)?;
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return Ok(());
+        }
+        buf[..n].make_ascii_uppercase();
+        s.write_all(&buf[..n]).await?;
+    }
+}
+
+async fn framed_conn(s: TcpStream) -> std::io::Result<()> {
+    s.set_nodelay(true)?;
+    let (r, mut w) = s.into_split();
+    let codec = LengthDelimitedCodec::builder().little_endian().length_field_length(4).new_codec();
+    let mut frames = FramedRead::new(r, codec);
+    let mut out = Vec::with_capacity(BUF);
+    while let Some(frame) = frames.next().await {
+        frame?;
+        out.extend_from_slice(b"success");
+        // Every frame already decodable without waiting gets its reply in the same write.
+        while let Some(Some(frame)) = frames.next().now_or_never() {
+            frame?;
+            out.extend_from_slice(b"success");
+        }
+        w.write_all(&out).await?;
+        out.clear();
+    }
+    Ok(())
+}
+
+async fn serve_tcp(addr: SocketAddr, framed: bool) -> std::io::Result<()> {
+    let l = TcpListener::bind(addr).await?;
+    announce(l.local_addr()?);
+    loop {
+        let (s, _) = l.accept().await?;
+        tokio::spawn(async move {
+            let _ = if framed { framed_conn(s).await } else { echo_conn(s).await };
+        });
+    }
+}
+
+async fn serve_udp(addr: SocketAddr) -> std::io::Result<()> {
+    let sock = UdpSocket::bind(addr).await?;
+    announce(sock.local_addr()?);
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let (n, peer) = sock.recv_from(&mut buf).await?;
+        buf[..n].make_ascii_uppercase();
+        // Like ours, a reply that cannot be sent is dropped, not fatal.
+        let _ = sock.send_to(&buf[..n], peer).await;
+    }
+}
+
+fn serve_copy(addr: SocketAddr) -> std::io::Result<()> {
+    let l = std::net::TcpListener::bind(addr)?;
+    announce(l.local_addr()?);
+    for s in l.incoming() {
+        let mut s = s?;
+        std::thread::spawn(move || {
+            let _ = s.set_nodelay(true);
+            let mut buf = vec![0u8; BUF];
+            loop {
+                let n = match s.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => n,
+                };
+                buf[..n].make_ascii_uppercase();
+                if s.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+fn main() {
+    // `cargo bench` appends `--bench`; ignore flags.
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
+    let (Some(mode), Some(addr)) = (args.first(), args.get(1).and_then(|a| a.parse::<SocketAddr>().ok())) else {
+        eprintln!("usage: peer_tokio echo-ct|echo-mt|framed|udp|copy ADDR");
+        std::process::exit(2);
+    };
+    let ct = || tokio::runtime::Builder::new_current_thread().enable_all().build();
+    let result = match mode.as_str() {
+        "echo-ct" => ct().and_then(|rt| rt.block_on(serve_tcp(addr, false))),
+        "echo-mt" => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .and_then(|rt| rt.block_on(serve_tcp(addr, false))),
+        "framed" => ct().and_then(|rt| rt.block_on(serve_tcp(addr, true))),
+        "udp" => ct().and_then(|rt| rt.block_on(serve_udp(addr))),
+        "copy" => serve_copy(addr),
+        other => {
+            eprintln!("peer_tokio: unknown mode `{other}`");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
+        eprintln!("peer_tokio {mode}: {e}");
+        std::process::exit(1);
+    }
+}
