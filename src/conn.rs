@@ -93,13 +93,16 @@ pub(crate) struct Conn {
     children: ChildRequests,
     /// Message, idle and send deadlines.
     deadlines: Deadlines,
+    /// The loop's clock for this pass, set before each call into the
+    /// connection (one clock read per pass, not several per request).
+    pub(crate) now: Instant,
     /// Whether this connection ever spawned a child (so the loop checks
     /// for paused pipes to resume).
     pub(crate) has_children: bool,
 }
 
 impl Conn {
-    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, handler: Box<dyn Handler>) -> Self {
+    pub(crate) fn new(stream: TcpStream, peer: SocketAddr, handler: Box<dyn Handler>, now: Instant) -> Self {
         Conn {
             stream,
             peer,
@@ -114,7 +117,8 @@ impl Conn {
             want_drain: false,
             children: ChildRequests::default(),
             has_children: false,
-            deadlines: Deadlines::new(Instant::now()),
+            deadlines: Deadlines::new(now),
+            now,
         }
     }
 
@@ -173,7 +177,7 @@ impl Conn {
                 Err(e) => return Err(e),
             };
             trace!("conn {}: read {} bytes (buffered {})", token.0, n, self.inbuf.len());
-            self.deadlines.on_read(Instant::now());
+            self.deadlines.on_read(self.now);
             if n == 0 {
                 self.peer_eof = true;
                 let flow = self.feed(token, &[], true);
@@ -240,7 +244,7 @@ impl Conn {
         let mut requests = cx.take_children();
         self.has_children |= !requests.spawned.is_empty();
         self.children.append(&mut requests);
-        self.deadlines.after_call(Instant::now(), declared, !self.out.is_empty(), !self.inbuf.is_empty());
+        self.deadlines.after_call(self.now, declared, !self.out.is_empty(), !self.inbuf.is_empty());
         flow
     }
 
@@ -407,7 +411,7 @@ impl Conn {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     self.out.advance(n);
-                    self.deadlines.on_write(Instant::now(), !self.out.is_empty());
+                    self.deadlines.on_write(self.now, !self.out.is_empty());
                     trace!("conn {}: wrote {} bytes ({} left)", token.0, n, self.out.len());
                     budget -= n;
                     if budget == 0 && !self.out.is_empty() {
@@ -439,7 +443,7 @@ impl Conn {
                     // Send our FIN now; keep reading so the peer gets the
                     // reply and a clean close, not a reset.
                     let _ = self.stream.shutdown(Shutdown::Write);
-                    let deadline = Instant::now() + cfg.linger_time;
+                    let deadline = self.now + cfg.linger_time;
                     self.set_state(token, ConnState::Lingering { deadline, discarded: 0 });
                     return Pass::More;
                 }

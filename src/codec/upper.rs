@@ -34,6 +34,12 @@
 /// assert_eq!((n, &out[..]), (3, &b"STRASSE"[..]));
 /// ```
 pub fn upper_into(input: &[u8], eof: bool, out: &mut Vec<u8>) -> usize {
+    if input.is_ascii() {
+        // The common case, in two passes (check, then copy and uppercase)
+        // instead of validating UTF-8 first.
+        push_ascii_upper(input, out);
+        return input.len();
+    }
     let mut pos = 0;
     while pos < input.len() {
         let rest = &input[pos..];
@@ -67,11 +73,15 @@ pub fn upper_into(input: &[u8], eof: bool, out: &mut Vec<u8>) -> usize {
     input.len()
 }
 
+fn push_ascii_upper(ascii: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(ascii);
+    out[start..].make_ascii_uppercase();
+}
+
 fn push_upper(s: &str, out: &mut Vec<u8>) {
     if s.is_ascii() {
-        let start = out.len();
-        out.extend_from_slice(s.as_bytes());
-        out[start..].make_ascii_uppercase();
+        push_ascii_upper(s.as_bytes(), out);
         return;
     }
     let mut tmp = [0u8; 4];

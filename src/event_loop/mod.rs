@@ -158,6 +158,8 @@ pub struct EventLoop {
     children: Children,
     last_reap: Instant,
     conns: usize,
+    /// The clock, read once when `poll` returns (and when timers fire).
+    now: Instant,
 }
 
 impl fmt::Debug for EventLoop {
@@ -189,6 +191,7 @@ impl EventLoop {
             children: Children::default(),
             last_reap: Instant::now(),
             conns: 0,
+            now: Instant::now(),
         })
     }
 
@@ -278,6 +281,7 @@ impl EventLoop {
         let timeout = self.effective_timeout(timeout);
         let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(1024));
         let polled = self.poll.poll(&mut events, timeout);
+        self.now = Instant::now();
         if let Err(e) = polled {
             self.events = Some(events);
             return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
@@ -324,7 +328,8 @@ impl EventLoop {
         match self.timers.next_deadline() {
             None => timeout,
             Some(at) => {
-                let until = at.saturating_duration_since(Instant::now());
+                // The last pass's clock: at worst a pass's time late.
+                let until = at.saturating_duration_since(self.now);
                 Some(timeout.map_or(until, |t| t.min(until)))
             }
         }
@@ -393,7 +398,7 @@ impl EventLoop {
             let handler = l.service.accept(peer);
             let entry = self.sources.vacant_entry();
             let conn_token = Token(entry.key());
-            let mut conn = Conn::new(stream, peer, handler);
+            let mut conn = Conn::new(stream, peer, handler, self.now);
             if let Err(e) = conn.register(self.poll.registry(), conn_token) {
                 warn!("registering a connection from {peer} failed: {e}");
                 continue;
@@ -412,6 +417,7 @@ impl EventLoop {
         let Some(Source::Conn(conn)) = self.sources.get_mut(token.0) else {
             return false;
         };
+        conn.now = self.now;
         let mut more = false;
         conn.lend_out(&mut self.spare_out);
         let result = (|| -> io::Result<()> {
@@ -498,7 +504,8 @@ impl EventLoop {
     }
 
     fn fire_timers(&mut self) {
-        let now = Instant::now();
+        // The pass's clock: a timer may fire the time of one pass late.
+        let now = self.now;
         while let Some((token, kind)) = self.timers.pop_due(now) {
             match (kind, self.sources.get_mut(token.0)) {
                 (TimerKind::Linger, Some(Source::Conn(conn))) => {
@@ -510,6 +517,7 @@ impl EventLoop {
                     }
                 }
                 (TimerKind::Handler, Some(Source::Conn(conn))) => {
+                    conn.now = now;
                     conn.fire_timer(token, now, &self.cfg);
                     // Write what the handler produced; settle state and interest.
                     self.drive(token, Ready::WRITE);
@@ -584,6 +592,7 @@ impl EventLoop {
             self.sources.iter().filter(|(_, s)| matches!(s, Source::Conn(_))).map(|(k, _)| k).collect();
         for key in conns {
             if let Some(Source::Conn(c)) = self.sources.get_mut(key) {
+                c.now = Instant::now();
                 c.begin_shutdown(Token(key), &self.cfg);
             }
             self.drive(Token(key), Ready::WRITE);

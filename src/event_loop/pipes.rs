@@ -99,6 +99,7 @@ impl EventLoop {
                 break false;
             }
             if let Some(Source::Conn(c)) = self.sources.get_mut(owner.0) {
+                c.now = self.now;
                 c.child_output(owner, id, stream, &self.scratch[..n], &self.cfg);
             }
             budget = budget.saturating_sub(n);
@@ -123,6 +124,7 @@ impl EventLoop {
 
     fn deliver_exit(&mut self, owner: Token, id: ChildId, status: ExitStatus) {
         if let Some(Source::Conn(c)) = self.sources.get_mut(owner.0) {
+            c.now = self.now;
             c.child_exit(owner, id, status, &self.cfg);
             self.drive(owner, super::Ready::WRITE);
         }
