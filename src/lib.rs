@@ -38,6 +38,7 @@ mod deadline;
 mod event_loop;
 mod handle;
 pub mod listener;
+mod mmsg;
 pub mod ratelimit;
 mod service;
 pub mod services;

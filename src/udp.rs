@@ -2,8 +2,9 @@
 //! queue for replies the kernel cannot take yet.
 //!
 //! Invariants:
-//! * The receive buffer is the loop's 64 KiB scratch buffer, so no datagram
-//!   up to 65,507 bytes (the IPv4 maximum) is ever truncated.
+//! * Datagrams are received in batches (`recvmmsg`) into 64 KiB slots, so no
+//!   datagram up to 65,507 bytes (the IPv4 maximum) is ever truncated, and
+//!   their replies leave in batches (`sendmmsg`).
 //! * A reply that meets `WouldBlock` is queued, never propagated as an error;
 //!   while the queue is non-empty new replies go behind it, so order is kept.
 //!   A full queue drops the reply and counts it.
@@ -14,12 +15,14 @@
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 
 use log::{debug, trace};
 use mio::net::UdpSocket;
 use mio::{Interest, Registry, Token};
 
 use crate::conn::Pass;
+use crate::mmsg::{RecvBatch, SendBatch, BATCH};
 use crate::service::{DatagramService, Reply};
 
 /// Counters for one UDP socket.
@@ -70,17 +73,21 @@ impl UdpSource {
         !self.queue.is_empty()
     }
 
-    /// Receives until `WouldBlock` or `budget` datagrams, answering each.
+    /// Receives until `WouldBlock` or about `budget` datagrams, answering
+    /// each: one `recvmmsg` takes up to 32 datagrams, and one `sendmmsg`
+    /// sends their replies (see `mmsg.rs`).
     pub(crate) fn read_ready(
         &mut self,
         token: Token,
-        scratch: &mut [u8],
+        recv: &mut RecvBatch,
+        send: &mut SendBatch,
         reply: &mut Vec<u8>,
         budget: usize,
     ) -> io::Result<Pass> {
-        for _ in 0..budget {
-            let (n, peer) = match self.socket.recv_from(scratch) {
-                Ok(r) => r,
+        let fd = self.socket.as_raw_fd();
+        for _ in 0..budget.div_ceil(BATCH).max(1) {
+            let n = match recv.recv(fd) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Pass::Idle),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
@@ -90,22 +97,54 @@ impl UdpSource {
                     continue;
                 }
             };
-            self.stats.received += 1;
-            trace!("udp {}: {} bytes from {}", token.0, n, peer);
-            reply.clear();
-            if self.service.on_datagram(&scratch[..n], peer, reply) == Reply::Send {
-                self.send_or_queue(token, peer, reply);
+            for i in 0..n {
+                let (data, peer) = recv.datagram(i);
+                let Some(peer) = peer else { continue };
+                self.stats.received += 1;
+                trace!("udp {}: {} bytes from {}", token.0, data.len(), peer);
+                reply.clear();
+                if self.service.on_datagram(data, peer, reply) == Reply::Send {
+                    send.push_reply(peer, reply);
+                }
+            }
+            self.flush_batch(token, send);
+            if n < BATCH {
+                // Emptied: a later datagram raises a new edge.
+                return Ok(Pass::Idle);
             }
         }
         Ok(Pass::More)
     }
 
-    fn send_or_queue(&mut self, token: Token, peer: SocketAddr, reply: &[u8]) {
-        if self.queue.is_empty() {
-            if let Sent::Done = self.send(token, peer, reply) {
-                return;
+    /// Sends the batched replies with `sendmmsg`; whatever the kernel does
+    /// not take now goes to the queue, in order.
+    fn flush_batch(&mut self, token: Token, send: &mut SendBatch) {
+        let fd = self.socket.as_raw_fd();
+        let mut next = 0;
+        while next < send.replies_len() && self.queue.is_empty() {
+            match send.send(fd, next) {
+                Ok(m) => {
+                    self.stats.sent += m as u64;
+                    next += m;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // The first reply failed (e.g. an unreachable peer): skip it.
+                    debug!("udp {}: send to {} failed: {}", token.0, send.reply(next).0, e);
+                    self.stats.send_errors += 1;
+                    next += 1;
+                }
             }
         }
+        for i in next..send.replies_len() {
+            let (peer, bytes) = send.reply(i);
+            self.enqueue(token, peer, bytes);
+        }
+        send.clear_replies();
+    }
+
+    fn enqueue(&mut self, token: Token, peer: SocketAddr, reply: &[u8]) {
         if self.queue.len() >= self.queue_limit {
             self.stats.dropped += 1;
             debug!("udp {}: send queue full, reply to {} dropped", token.0, peer);

@@ -44,6 +44,7 @@ use crate::child::{Children, PipeSource};
 use crate::config::Config;
 use crate::conn::{Conn, ConnState, Pass};
 use crate::listener;
+use crate::mmsg::{RecvBatch, SendBatch};
 use crate::service::{DatagramService, Service};
 use crate::timer::{TimerKind, Timers};
 use crate::udp::{UdpSource, UdpStats};
@@ -151,6 +152,8 @@ pub struct EventLoop {
     scratch: Vec<u8>,
     /// The output buffer lent to whichever connection is being served.
     spare_out: OutBuf,
+    /// UDP receive slots and reply batch, made when the first datagram comes.
+    udp_batch: Option<(Box<RecvBatch>, SendBatch)>,
     reply: Vec<u8>,
     cfg: Config,
     handle: Handle,
@@ -184,6 +187,7 @@ impl EventLoop {
             timers: Timers::default(),
             scratch: vec![0; SCRATCH],
             spare_out: OutBuf::default(),
+            udp_batch: None,
             reply: Vec::new(),
             cfg,
             handle,
@@ -492,7 +496,8 @@ impl EventLoop {
             more |= udp.write_ready(token, budget) == Pass::More;
         }
         if readable {
-            match udp.read_ready(token, &mut self.scratch, &mut self.reply, budget) {
+            let (recv, send) = self.udp_batch.get_or_insert_with(|| (RecvBatch::new(), SendBatch::default()));
+            match udp.read_ready(token, recv, send, &mut self.reply, budget) {
                 Ok(p) => more |= p == Pass::More,
                 Err(e) => warn!("udp {}: {e}", token.0),
             }
