@@ -35,6 +35,7 @@ use crate::child::{ChildId, ChildRequests, ChildStream};
 use crate::config::Config;
 use crate::deadline::{Deadlines, Expiry, Timeouts};
 use crate::service::{Context, Flow, Handler, Input, TimerRequest};
+use crate::timer::TimerKind;
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -300,6 +301,17 @@ impl Conn {
             trace!("conn {}: child {} exited ({})", token.0, id.0, status);
             let flow = self.call(token, &[], Call::ChildExit(id, status));
             self.after_feed(token, flow, cfg);
+        }
+    }
+
+    /// Whether a heap entry of `kind` at `at` is one this connection still
+    /// waits for (the others are stale and may be dropped).
+    pub(crate) fn wants_timer(&self, at: Instant, kind: TimerKind) -> bool {
+        match kind {
+            TimerKind::Deadline => self.deadlines.is_armed_at(at),
+            TimerKind::Handler => self.timer_at == Some(at),
+            TimerKind::Linger => matches!(self.state, ConnState::Lingering { deadline, .. } if deadline == at),
+            TimerKind::AcceptRetry => false,
         }
     }
 

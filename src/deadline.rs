@@ -119,6 +119,11 @@ impl Deadlines {
         true
     }
 
+    /// Whether the pending heap entry is the one at `at`.
+    pub(crate) fn is_armed_at(&self, at: Instant) -> bool {
+        self.armed == Some(at)
+    }
+
     /// The pending heap entry fired.
     pub(crate) fn fired(&mut self) {
         self.armed = None;

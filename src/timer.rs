@@ -6,6 +6,13 @@
 //! still lingering and its own deadline has passed); a stale timer, including
 //! one whose token now belongs to a newer source, is then a no-op. This keeps
 //! the heap free of back-pointers.
+//!
+//! Stale entries would pile up under connection churn (each closed
+//! connection leaves its idle deadline, up to 300 s away), so when the heap
+//! outgrows the live sources by a wide margin the loop drops the entries
+//! nobody wants any more ([`Timers::retain`]): O(n) at most once per that
+//! many insertions, so still O(1) amortised, and the heap stays within a
+//! small multiple of the sources.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -34,6 +41,16 @@ pub(crate) struct Timers {
 impl Timers {
     pub(crate) fn schedule(&mut self, at: Instant, token: Token, kind: TimerKind) {
         self.heap.push(Reverse((at, token.0, kind)));
+    }
+
+    /// Entries in the heap, live or stale.
+    pub(crate) fn len(&self) -> usize {
+        self.heap.len()
+    }
+
+    /// Keeps only the entries `keep` says are still wanted.
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(Instant, Token, TimerKind) -> bool) {
+        self.heap.retain(|Reverse((at, token, kind))| keep(*at, Token(*token), *kind));
     }
 
     /// The earliest deadline, if any.

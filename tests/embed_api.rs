@@ -235,3 +235,31 @@ fn on_drain_streams_a_large_reply_piece_by_piece_to_a_slow_reader() {
     // plus the high-water mark was produced, not all 320 pieces.
     assert!(most_pieces_while_stalled < 120, "{most_pieces_while_stalled} pieces produced while stalled");
 }
+
+#[test]
+fn connection_churn_does_not_grow_the_timer_heap() {
+    let mut lp = EventLoop::new(Config::default()).unwrap();
+    let bound = lp.listen(local(), wireloop::services::echo::service()).unwrap();
+    let client = thread::spawn(move || {
+        for _ in 0..3000 {
+            let mut s = connect(bound.addr);
+            s.write_all(b"x").unwrap();
+            let mut b = [0u8; 1];
+            s.read_exact(&mut b).unwrap();
+        }
+    });
+    let mut most = 0;
+    while !client.is_finished() {
+        lp.poll_once(Some(Duration::from_millis(5))).unwrap();
+        most = most.max(lp.timer_entries());
+    }
+    client.join().unwrap();
+    for _ in 0..50 {
+        lp.poll_once(Some(Duration::from_millis(5))).unwrap();
+    }
+    eprintln!("3,000 connections opened and closed: at most {most} timer entries");
+    assert_eq!(lp.stats().accepted, 3000);
+    // Each closed connection leaves an idle deadline 300 s away; without
+    // compaction the heap would hold about 3,000 entries now.
+    assert!(most < 1100, "timer heap grew to {most} entries");
+}

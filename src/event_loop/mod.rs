@@ -219,6 +219,12 @@ impl EventLoop {
         self.conns
     }
 
+    /// Entries in the timer heap, live or stale (for monitoring: it stays
+    /// within a small multiple of the open sources).
+    pub fn timer_entries(&self) -> usize {
+        self.timers.len()
+    }
+
     /// Counters of a UDP socket.
     pub fn udp_stats(&self, id: SourceId) -> Option<UdpStats> {
         match self.sources.get(id.0) {
@@ -558,6 +564,9 @@ impl EventLoop {
             Source::Conn(mut c) => {
                 c.deregister(registry);
                 self.conns -= 1;
+                if self.timers.len() > 1024 + 4 * self.sources.len() {
+                    self.compact_timers();
+                }
                 self.stats.closed += 1;
                 trace!("conn {}: closed ({})", token.0, c.peer());
                 if c.has_children {
@@ -580,6 +589,18 @@ impl EventLoop {
                 debug!("udp {}: closed", token.0);
             }
         }
+    }
+
+    /// Drops the heap entries no source waits for any more.
+    fn compact_timers(&mut self) {
+        let before = self.timers.len();
+        let sources = &self.sources;
+        self.timers.retain(|at, token, kind| match (kind, sources.get(token.0)) {
+            (TimerKind::AcceptRetry, Some(Source::Listener(l))) => l.paused,
+            (_, Some(Source::Conn(c))) => c.wants_timer(at, kind),
+            _ => false,
+        });
+        trace!("timers: compacted {} => {}", before, self.timers.len());
     }
 
     /// Graceful shutdown: stop accepting; ask each handler whether it has a
