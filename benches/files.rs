@@ -179,9 +179,16 @@ fn logged_fsync(rx: &mpsc::Receiver<String>) -> Option<Duration> {
     Some(Duration::from_secs_f64(num.parse::<f64>().ok()? * scale))
 }
 
-/// Seconds the loop thread ran, and seconds it waited, runnable, for a CPU.
+/// Seconds the loop thread (`loop-0`) ran, and seconds it waited,
+/// runnable, for a CPU.
 fn sched_secs(pid: u32) -> (f64, f64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap();
+    let task = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter_map(|t| t.ok())
+        .find(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "loop-0"))
+        .map(|t| t.path())
+        .expect("the server's loop-0 thread");
+    let s = std::fs::read_to_string(task.join("schedstat")).unwrap();
     let v: Vec<f64> = s.split_whitespace().take(2).map(|x| x.parse::<f64>().unwrap() / 1e9).collect();
     (v[0], v[1])
 }
