@@ -327,3 +327,22 @@ fn past_the_grace_period_running_commands_are_killed() {
     assert!(t.elapsed() < Duration::from_secs(3), "took {:?}", t.elapsed());
     assert!(wait_until(Duration::from_secs(3), || live_processes(&["sleep", &secs]) == 0), "commands survived");
 }
+
+#[test]
+fn a_second_sigterm_exits_at_once() {
+    let mut srv = server(&["--grace", "30"]);
+    let secs = format!("33.{}", srv.pid());
+    let mut s = connect(srv.addr("exec"));
+    request(&mut s, json!({"cmd": format!("sleep {secs}")}));
+    assert!(wait_until(Duration::from_secs(5), || live_processes(&["sleep", &secs]) == 1));
+    srv.signal("TERM"); // graceful: would wait up to 30 s for the command
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(srv.child.try_wait().unwrap().is_none(), "exited before the grace period");
+    let t = Instant::now();
+    srv.signal("TERM");
+    let status = srv.wait_exit(Duration::from_secs(3)).expect("second signal did not exit at once");
+    assert!(t.elapsed() < Duration::from_secs(2));
+    assert_eq!(status.code(), Some(1));
+    // The command dies with the server (PR_SET_PDEATHSIG).
+    assert!(wait_until(Duration::from_secs(3), || live_processes(&["sleep", &secs]) == 0), "command survived");
+}

@@ -375,3 +375,26 @@ fn kill_9_during_uploads_never_leaves_a_wrong_final_file() {
     trickle_upload(srv.addr("files"), "after.bin".into(), content(99, 1000), Duration::ZERO);
     assert_eq!(md5_hex(&std::fs::read(root.path().join("after.bin")).unwrap()), md5_hex(&content(99, 1000)));
 }
+
+#[test]
+fn a_thousand_maximal_length_headers_cost_little_memory() {
+    let _serial = serial();
+    let srv = Server::start(&["framed"], &[]);
+    let addr = srv.addr("framed");
+    thread::sleep(Duration::from_millis(100));
+    let base = rss_kib(srv.pid());
+    // Each announces the largest frame allowed (16 MiB) and sends nothing more.
+    let conns: Vec<TcpStream> = (0..1000)
+        .map(|_| {
+            let mut s = TcpStream::connect(addr).unwrap();
+            s.write_all(&(16 * 1024 * 1024i32).to_le_bytes()).unwrap();
+            s
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(500));
+    let grown = rss_kib(srv.pid()).saturating_sub(base);
+    eprintln!("1,000 connections holding a 16 MiB length header: server RSS grew {grown} KiB");
+    assert!(grown < 64 * 1000, "RSS grew {grown} KiB");
+    assert!(grown < 16 * 1024, "RSS grew {grown} KiB: more than 16 KiB per connection");
+    drop(conns);
+}

@@ -255,10 +255,34 @@ fn watch_signals(stopper: Stopper) -> Result<(), String> {
                     stopper.stop_all();
                 } else {
                     eprintln!("wireloop: second signal, exiting now");
+                    kill_child_groups();
                     std::process::exit(1);
                 }
             }
         })
         .map_err(|e| format!("cannot start the signal thread: {e}"))?;
     Ok(())
+}
+
+/// On a forced exit, kills the process group of every direct child that
+/// leads one (the commands `exec` started): the loops cannot do it, as
+/// they are not given the time to shut down.
+fn kill_child_groups() {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return };
+    for entry in dir.filter_map(Result::ok) {
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        let (Some((_, rest)), Ok(pid)) = (stat.rsplit_once(')'), entry.file_name().to_string_lossy().parse::<i32>())
+        else {
+            continue;
+        };
+        // After the command name: state ppid pgrp …
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.get(1) == Some(&me.as_str()) && fields.get(2) == Some(&pid.to_string().as_str()) {
+            // SAFETY: kill(2) on a process group we created; no memory involved.
+            unsafe {
+                libc::kill(-pid, libc::SIGKILL);
+            }
+        }
+    }
 }
