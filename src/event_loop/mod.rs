@@ -24,7 +24,8 @@
 //! * A connection that reaches `Closed` is deregistered and removed here, and
 //!   nowhere else.
 //!
-//! Child processes and their pipes are glued in by `pipes.rs`.
+//! Child processes and their pipes are glued in by `pipes.rs`; timers fire
+//! in `timers.rs`; graceful shutdown is `shutdown.rs`.
 
 use std::collections::VecDeque;
 use std::fmt;
@@ -50,6 +51,8 @@ use crate::timer::{TimerKind, Timers};
 use crate::udp::{UdpSource, UdpStats};
 
 mod pipes;
+mod shutdown;
+mod timers;
 
 const WAKER: Token = Token(usize::MAX);
 const SIGCHLD: Token = Token(usize::MAX - 1);
@@ -514,46 +517,6 @@ impl EventLoop {
         more
     }
 
-    fn fire_timers(&mut self) {
-        // The pass's clock: a timer may fire the time of one pass late.
-        let now = self.now;
-        while let Some((token, kind)) = self.timers.pop_due(now) {
-            match (kind, self.sources.get_mut(token.0)) {
-                (TimerKind::Linger, Some(Source::Conn(conn))) => {
-                    if let ConnState::Lingering { deadline, .. } = conn.state() {
-                        if deadline <= now {
-                            conn.set_state(token, ConnState::Closed);
-                            self.close(token);
-                        }
-                    }
-                }
-                (TimerKind::Handler, Some(Source::Conn(conn))) => {
-                    conn.now = now;
-                    conn.fire_timer(token, now, &self.cfg);
-                    // Write what the handler produced; settle state and interest.
-                    self.drive(token, Ready::WRITE);
-                }
-                (TimerKind::Deadline, Some(Source::Conn(conn))) => match conn.check_deadline(now, &self.cfg.timeouts())
-                {
-                    Ok(Some(at)) => self.timers.schedule(at, token, TimerKind::Deadline),
-                    Ok(None) => {}
-                    Err(why) => {
-                        debug!("conn {} ({}): closed by the {why:?} timeout", token.0, conn.peer());
-                        self.stats.timeouts += 1;
-                        self.close(token);
-                    }
-                },
-                (TimerKind::AcceptRetry, Some(Source::Listener(l))) => {
-                    l.paused = false;
-                    if self.accept(token) {
-                        self.pending.push_back(token);
-                    }
-                }
-                _ => {}
-            }
-        }
-    }
-
     /// Deregisters and removes a source. The one place sources leave the slab.
     fn close(&mut self, token: Token) {
         let Some(source) = self.sources.try_remove(token.0) else {
@@ -589,63 +552,6 @@ impl EventLoop {
                 debug!("udp {}: closed", token.0);
             }
         }
-    }
-
-    /// Drops the heap entries no source waits for any more.
-    fn compact_timers(&mut self) {
-        let before = self.timers.len();
-        let sources = &self.sources;
-        self.timers.retain(|at, token, kind| match (kind, sources.get(token.0)) {
-            (TimerKind::AcceptRetry, Some(Source::Listener(l))) => l.paused,
-            (_, Some(Source::Conn(c))) => c.wants_timer(at, kind),
-            _ => false,
-        });
-        trace!("timers: compacted {} => {}", before, self.timers.len());
-    }
-
-    /// Graceful shutdown: stop accepting; ask each handler whether it has a
-    /// request in flight ([`crate::Handler::on_shutdown`]); let those finish
-    /// and flush, for at most `grace`; then close everything, which kills
-    /// any child process groups still running.
-    pub fn shutdown(&mut self, grace: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + grace;
-        let listeners: Vec<usize> =
-            self.sources.iter().filter(|(_, s)| matches!(s, Source::Listener(_))).map(|(k, _)| k).collect();
-        for key in listeners {
-            self.close(Token(key));
-        }
-        let conns: Vec<usize> =
-            self.sources.iter().filter(|(_, s)| matches!(s, Source::Conn(_))).map(|(k, _)| k).collect();
-        for key in conns {
-            if let Some(Source::Conn(c)) = self.sources.get_mut(key) {
-                c.now = Instant::now();
-                c.begin_shutdown(Token(key), &self.cfg);
-            }
-            self.drive(Token(key), Ready::WRITE);
-        }
-        while self.has_unfinished() {
-            let now = Instant::now();
-            if now >= deadline {
-                warn!("shutdown: grace period over; closing {} connection(s) still busy", self.conns);
-                break;
-            }
-            self.poll_once(Some(deadline - now))?;
-        }
-        let keys: Vec<usize> = self.sources.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.close(Token(key));
-        }
-        Ok(())
-    }
-
-    /// Connections still open (finishing, flushing or lingering) or UDP
-    /// replies still queued.
-    fn has_unfinished(&self) -> bool {
-        self.conns > 0
-            || self.sources.iter().any(|(_, s)| match s {
-                Source::Udp(u) => u.has_queued(),
-                _ => false,
-            })
     }
 }
 
