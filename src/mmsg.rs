@@ -61,9 +61,16 @@ impl RecvBatch {
         // SAFETY: iovec and mmsghdr are plain old data; zeroed is valid.
         let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        // One base pointer per buffer, offsets from it: no reborrow in the
+        // loop invalidates a pointer taken earlier.
+        let slots = self.slots.as_mut_ptr();
+        let names = self.names.as_mut_ptr();
         for i in 0..BATCH {
-            iovs[i] = libc::iovec { iov_base: self.slots[i * SLOT..].as_mut_ptr().cast(), iov_len: SLOT };
-            hdrs[i].msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_storage).cast();
+            // SAFETY: `slots` holds BATCH * SLOT bytes and `names` BATCH
+            // entries, so both offsets stay inside their allocations.
+            let (slot, name) = unsafe { (slots.add(i * SLOT), names.add(i)) };
+            iovs[i] = libc::iovec { iov_base: slot.cast(), iov_len: SLOT };
+            hdrs[i].msg_hdr.msg_name = name.cast();
             hdrs[i].msg_hdr.msg_namelen = size_of::<libc::sockaddr_storage>() as libc::socklen_t;
             hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
             hdrs[i].msg_hdr.msg_iovlen = 1;
@@ -121,9 +128,11 @@ impl SendBatch {
         // SAFETY: as in `recv`.
         let mut iovs: [libc::iovec; BATCH] = unsafe { zeroed() };
         let mut hdrs: [libc::mmsghdr; BATCH] = unsafe { zeroed() };
+        let out = self.out.as_mut_ptr();
         for i in 0..k {
             let (_, start, len) = self.replies[first + i];
-            iovs[i] = libc::iovec { iov_base: self.out[start..].as_mut_ptr().cast(), iov_len: len };
+            // SAFETY: `start + len <= self.out.len()` for every reply.
+            iovs[i] = libc::iovec { iov_base: unsafe { out.add(start) }.cast(), iov_len: len };
             hdrs[i].msg_hdr.msg_name = names[i].as_ptr() as *mut libc::c_void;
             hdrs[i].msg_hdr.msg_namelen = names[i].len();
             hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
