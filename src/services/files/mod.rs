@@ -49,6 +49,7 @@
 pub mod client;
 pub mod proto;
 pub mod storage;
+mod transfer;
 
 use std::fs::File;
 use std::io;
@@ -447,93 +448,6 @@ impl Files {
         };
         self.reply(&reply, cx);
         self.set_state(State::Idle);
-        Flow::Continue
-    }
-
-    fn start_hash(&mut self, h: Hash, cx: &mut Context<'_>) -> Flow {
-        self.set_state(State::Hashing(h));
-        cx.notify_on_drain();
-        Flow::Continue
-    }
-
-    /// One chunk of a finished file's MD5; at the end, the reply.
-    fn hash_step(&mut self, cx: &mut Context<'_>) -> Flow {
-        let State::Hashing(h) = &mut self.state else { return Flow::Continue };
-        let want = usize::try_from(h.size - h.pos).unwrap_or(CHUNK).min(CHUNK);
-        if want > 0 {
-            self.buf.clear();
-            match read_chunk_at(&h.file, h.pos, want, &mut self.buf) {
-                Ok(n) if n > 0 => {
-                    h.md5.update(&self.buf[..n]);
-                    h.pos += n as u64;
-                }
-                other => {
-                    let why = match other {
-                        Err(e) => format!("cannot read `{}`: {e}", h.name),
-                        _ => format!("`{}` changed while it was being read; try again", h.name),
-                    };
-                    self.take();
-                    self.set_state(State::Idle);
-                    self.reply(&Reply::error(why), cx);
-                    return Flow::Continue;
-                }
-            }
-            if h.pos < h.size {
-                cx.notify_on_drain();
-                return Flow::Continue;
-            }
-        }
-        let State::Hashing(h) = self.take() else { unreachable!("checked above") };
-        let md5 = hex(&h.md5.finalize());
-        self.store.remember_md5(&h.name, &h.file, &md5);
-        match h.purpose {
-            Purpose::Get { offset } => self.start_send(h.name, h.file, h.size, md5, offset, cx),
-            Purpose::Stat { partial } => {
-                self.reply(&stat_reply(h.name, Some((h.size, md5)), partial), cx);
-                self.set_state(State::Idle);
-                Flow::Continue
-            }
-        }
-    }
-
-    fn start_send(
-        &mut self,
-        name: String,
-        file: File,
-        size: u64,
-        md5: String,
-        offset: u64,
-        cx: &mut Context<'_>,
-    ) -> Flow {
-        debug!("files {}: sending {name} from {offset} of {size}", self.peer);
-        let r =
-            Reply { file_name: Some(name), file_size: Some(size), md5: Some(md5), offset: Some(offset), ..Reply::ok() };
-        self.reply(&r, cx);
-        self.set_state(State::Sending(Send { file, pos: offset, end: size }));
-        self.send_chunk(cx)
-    }
-
-    /// Appends the next chunk of a download straight into the output buffer.
-    fn send_chunk(&mut self, cx: &mut Context<'_>) -> Flow {
-        let State::Sending(s) = &mut self.state else { return Flow::Continue };
-        let want = usize::try_from(s.end - s.pos).unwrap_or(CHUNK).min(CHUNK);
-        if want > 0 {
-            // Straight into the output buffer: no intermediate copy.
-            let (file, pos) = (&s.file, s.pos);
-            match cx.out().append(|v| read_chunk_at(file, pos, want, v)) {
-                Ok(n) if n == want => s.pos += n as u64,
-                // The size is already promised in the reply header: the only
-                // honest thing left is to cut the stream.
-                Ok(_) => return self.close_now("the file shrank during the download"),
-                Err(e) => return self.close_now(&format!("read error during the download: {e}")),
-            }
-        }
-        if s.pos < s.end {
-            cx.notify_on_drain();
-        } else {
-            self.take();
-            self.set_state(State::Idle);
-        }
         Flow::Continue
     }
 
