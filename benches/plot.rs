@@ -1,0 +1,92 @@
+//! Draws the scaling measurements of `benches/scaling.sh` as SVG:
+//! requests/s and p99 against connections, and time per byte against
+//! request size (both axes logarithmic).
+//!
+//! ```text
+//! benches/scaling.sh && cargo bench --bench plot      # writes docs/scaling-*.svg
+//! ```
+
+use std::collections::BTreeMap;
+
+use plotters::prelude::*;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let path = std::env::args().skip(1).find(|a| !a.starts_with("--")).unwrap_or("target/scaling/runs.jsonl".into());
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e} (run benches/scaling.sh first)"))?;
+    let rows: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let mut by_conns: BTreeMap<u64, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut by_size: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
+    for r in &rows {
+        let rps = r["rps"].as_f64().unwrap_or(0.0);
+        match r["label"].as_str() {
+            Some("conns") => {
+                let e = by_conns.entry(r["conns"].as_u64().unwrap_or(0)).or_default();
+                e.0.push(rps);
+                e.1.push(r["p99_us"].as_f64().unwrap_or(0.0));
+            }
+            Some("size") => by_size.entry(r["size"].as_u64().unwrap_or(0)).or_default().push(rps),
+            _ => {}
+        }
+    }
+
+    // Requests/s (left axis) and p99 (right axis) against connections.
+    let conns: Vec<(f64, f64, f64)> =
+        by_conns.into_iter().map(|(c, (r, p))| (c as f64, median(r), median(p))).collect();
+    let root = SVGBackend::new("docs/scaling-connections.svg", (720, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let max_rps = conns.iter().map(|c| c.1).fold(1.0, f64::max) * 1.2;
+    let max_p99 = conns.iter().map(|c| c.2).fold(1.0, f64::max) * 1.5;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("echo ping-pong, 64 B: throughput and p99 by connections", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .right_y_label_area_size(70)
+        .build_cartesian_2d((5f64..20_000f64).log_scale(), 0f64..max_rps)?
+        .set_secondary_coord((5f64..20_000f64).log_scale(), (10f64..max_p99).log_scale());
+    chart.configure_mesh().x_desc("connections").y_desc("requests/s").draw()?;
+    chart.configure_secondary_axes().y_desc("p99 µs").draw()?;
+    chart
+        .draw_series(LineSeries::new(conns.iter().map(|c| (c.0, c.1)), &BLUE))?
+        .label("requests/s")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLUE));
+    chart.draw_series(conns.iter().map(|c| Circle::new((c.0, c.1), 3, BLUE.filled())))?;
+    chart
+        .draw_secondary_series(LineSeries::new(conns.iter().map(|c| (c.0, c.2)), &RED))?
+        .label("p99 µs")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED));
+    chart.draw_secondary_series(conns.iter().map(|c| Circle::new((c.0, c.2), 3, RED.filled())))?;
+    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    root.present()?;
+
+    // Nanoseconds per byte against request size: 4 connections, one request
+    // each in flight, so one request takes 4 / rps seconds.
+    let sizes: Vec<(f64, f64)> = by_size
+        .into_iter()
+        .map(|(s, r)| {
+            let us = 4.0 / median(r) * 1e6;
+            (s as f64, us * 1000.0 / s as f64)
+        })
+        .collect();
+    let root = SVGBackend::new("docs/scaling-size.svg", (720, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let hi = sizes.iter().map(|s| s.1).fold(1.0, f64::max) * 2.0;
+    let lo = sizes.iter().map(|s| s.1).fold(f64::MAX, f64::min) / 2.0;
+    let mut chart = ChartBuilder::on(&root)
+        .caption("echo time per byte by request size (4 connections)", ("sans-serif", 18))
+        .margin(12)
+        .x_label_area_size(40)
+        .y_label_area_size(70)
+        .build_cartesian_2d((8f64..2_097_152f64).log_scale(), (lo..hi).log_scale())?;
+    chart.configure_mesh().x_desc("request size, bytes").y_desc("ns per byte").draw()?;
+    chart.draw_series(LineSeries::new(sizes.iter().copied(), &BLUE))?;
+    chart.draw_series(sizes.iter().map(|s| Circle::new(*s, 3, BLUE.filled())))?;
+    root.present()?;
+    println!("wrote docs/scaling-connections.svg and docs/scaling-size.svg from {path}");
+    Ok(())
+}
