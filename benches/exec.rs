@@ -24,6 +24,9 @@ use wireloop::codec::header::{encode_header, HeaderDecoder, Item};
 use wireloop::services::exec::{ExecConfig, ExecService};
 use wireloop::{Config, EventLoop};
 
+mod common;
+use common::median;
+
 fn start() -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -92,11 +95,6 @@ fn blocking(_addr: SocketAddr, n: usize) -> Duration {
         assert!(Command::new("/bin/sh").args(["-c", "true"]).status().unwrap().success());
     }
     t.elapsed()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn main() {

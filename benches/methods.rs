@@ -27,6 +27,9 @@ use wireloop::services::framed::{Framed, FramedConfig};
 use wireloop::services::handshake::{Handshake, HandshakeConfig};
 use wireloop::{Config, EventLoop};
 
+mod common;
+use common::median;
+
 fn start_server() -> (SocketAddr, SocketAddr, wireloop::Handle) {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -102,11 +105,6 @@ fn method2_pipelined(addr: SocketAddr, msg: &[u8], n: usize) -> Duration {
     }
     writer.join().unwrap();
     t.elapsed()
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
 }
 
 fn main() {

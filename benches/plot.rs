@@ -10,10 +10,8 @@ use std::collections::BTreeMap;
 
 use plotters::prelude::*;
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
+mod common;
+use common::median;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args().skip(1).find(|a| !a.starts_with("--")).unwrap_or("target/scaling/runs.jsonl".into());

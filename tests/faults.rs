@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use util::{connect, cpu_ticks, echo_latencies, fd_count, quantile, round_trip, rss_kib, Server};
+use util::{connect, cpu_ticks, echo_latencies, fd_count, md5_hex, quantile, round_trip, rss_kib, Server};
 
 /// The faults measure latency and resources, so they run one at a time
 /// rather than disturbing each other on a 2-core machine.
@@ -287,11 +287,6 @@ fn a_thousand_resets_mid_reply_leave_no_descriptors_behind() {
 fn content(seed: u64, len: usize) -> Vec<u8> {
     let mut s = seed | 1;
     (0..len).map(|_| rng(&mut s) as u8).collect()
-}
-
-fn md5_hex(data: &[u8]) -> String {
-    use md5::{Digest, Md5};
-    Md5::digest(data).iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Starts an upload of `data` as `name` and sends its body in chunks with

@@ -11,13 +11,8 @@ use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use md5::{Digest, Md5};
 use serde_json::{json, Value};
-use util::{connect, Server};
-
-fn md5_hex(data: &[u8]) -> String {
-    Md5::digest(data).iter().map(|b| format!("{b:02x}")).collect()
-}
+use util::{connect, md5_hex, Server};
 
 /// A server with a fresh root; keep the TempDir alive as long as the server.
 fn start(extra: &[&str]) -> (Server, tempfile::TempDir) {

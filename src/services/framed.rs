@@ -15,6 +15,7 @@
 
 use log::debug;
 
+use super::error_line;
 use crate::codec::frame::{ByteOrder, FrameDecoder, DEFAULT_MAX_FRAME};
 use crate::service::{Context, Flow, Handler, Input};
 
@@ -46,12 +47,6 @@ impl Framed {
     }
 }
 
-fn refuse(why: impl std::fmt::Display, cx: &mut Context<'_>) -> Flow {
-    debug!("framed {} ({}): {}", cx.token().0, cx.peer(), why);
-    cx.out().extend_from_slice(format!("error: {why}\n").as_bytes());
-    Flow::Close
-}
-
 impl Handler for Framed {
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
         loop {
@@ -68,7 +63,7 @@ impl Handler for Framed {
                     cx.out().extend_from_slice(b"success");
                 }
                 Ok(None) => return Flow::Continue,
-                Err(e) => return refuse(e, cx),
+                Err(e) => return error_line("framed", e, cx),
             }
         }
     }
@@ -76,7 +71,7 @@ impl Handler for Framed {
     fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
         match self.decoder.finish(input.bytes()) {
             Ok(()) => Flow::Close,
-            Err(e) => refuse(e, cx),
+            Err(e) => error_line("framed", e, cx),
         }
     }
 }

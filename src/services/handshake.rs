@@ -27,6 +27,7 @@ use std::time::Duration;
 
 use log::{debug, trace};
 
+use super::error_line;
 use crate::codec::digits::{self, Length};
 use crate::service::{Context, Flow, Handler, Input};
 use crate::Activity;
@@ -89,12 +90,6 @@ impl Handshake {
             self.set_state(cx, State::Body { remaining: len.len });
         }
     }
-
-    fn refuse(&mut self, why: impl std::fmt::Display, cx: &mut Context<'_>) -> Flow {
-        debug!("handshake {} ({}): {}", cx.token().0, cx.peer(), why);
-        cx.out().extend_from_slice(format!("error: {why}\n").as_bytes());
-        Flow::Close
-    }
 }
 
 impl Handler for Handshake {
@@ -110,7 +105,7 @@ impl Handler for Handshake {
                         }
                         return Flow::Continue;
                     }
-                    Err(e) => return self.refuse(e, cx),
+                    Err(e) => return error_line("handshake", e, cx),
                 },
                 State::Body { remaining } => {
                     let avail = input.bytes();
@@ -147,16 +142,16 @@ impl Handler for Handshake {
                 // Bytes that arrived with the digits are body bytes.
                 self.on_data(input, cx)
             }
-            Err(e) => self.refuse(e, cx),
+            Err(e) => error_line("handshake", e, cx),
         }
     }
 
     fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
         match self.state {
             State::Length if input.bytes().is_empty() => Flow::Close,
-            State::Length => self.refuse("connection closed in the middle of the length", cx),
+            State::Length => error_line("handshake", "connection closed in the middle of the length", cx),
             State::Body { remaining, .. } => {
-                self.refuse(format!("connection closed with {remaining} message bytes still due"), cx)
+                error_line("handshake", format!("connection closed with {remaining} message bytes still due"), cx)
             }
         }
     }

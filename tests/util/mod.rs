@@ -265,3 +265,9 @@ pub fn echo_latencies(
     }
     out
 }
+
+/// MD5 of `data` as lowercase hex.
+pub fn md5_hex(data: &[u8]) -> String {
+    use md5::{Digest, Md5};
+    Md5::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -24,7 +24,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::storage::Entry;
-use crate::codec::frame::ByteOrder;
+use crate::codec::frame::{encode_frame, ByteOrder};
 
 /// A parsed request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,11 +197,9 @@ impl Reply {
     pub fn encode(&self, out: &mut Vec<u8>) {
         // Serialized straight from the struct, so `ok` comes first.
         let json = serde_json::to_vec(self).expect("a reply is always valid JSON");
-        // Listings are capped at MAX_LIST entries, so a reply is far below i32::MAX.
-        let len = i32::try_from(json.len()).expect("reply header fits a 4-byte length");
-        out.reserve(4 + json.len());
-        out.extend_from_slice(&ByteOrder::Little.write_i32(len));
-        out.extend_from_slice(&json);
+        // A JSON header is a frame's payload. Listings are capped at MAX_LIST
+        // entries, so a reply is far below the i32::MAX a frame can carry.
+        encode_frame(ByteOrder::Little, &json, out).expect("a reply fits a 4-byte length");
     }
 }
 
