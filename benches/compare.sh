@@ -5,12 +5,20 @@
 #   benches/compare.sh                  # 5 alternating pairs x 5 s per scenario (~8 minutes)
 #   PAIRS=3 DUR=2 benches/compare.sh    # quicker
 #   ONLY=pingpong,framed benches/compare.sh
+#   CAP=50 benches/compare.sh           # every server limited to 50% of its core (cgroup CPU quota)
 #
 # Servers run on cpu 0, the load generator on cpu 1 (`taskset`), so neither steals the other's
 # core. Every scenario runs ours first, then the peers, round after round (A,B,C,A,B,C,...); the
 # table shows each target's median over the rounds and its ratio to ours. Beside each figure: the
 # server's CPU microseconds per request and its CPU use (utime+stime from /proc/PID/stat, all
 # threads) and the client's CPU use, to tell a saturated server from a saturated client.
+#
+# On loopback a request costs the client about what it costs the server (the same syscalls; the
+# sender's CPU also runs the receiving socket's TCP processing), so with one core each the load
+# generator saturates about when the server does, and req/s cannot show a server that is cheaper
+# than the client. CAP=P puts the servers in a CPU cgroup with a quota of P% of one core (period
+# 10 ms): the server is then the bottleneck by construction, and req/s ratios measure the servers.
+# Latency under a quota includes throttled periods; read p99 from runs without CAP.
 # Output: a markdown table on stdout; raw JSON lines in target/compare/runs.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +28,7 @@ REPORT=${REPORT:-}
 PAIRS=${PAIRS:-5}
 DUR=${DUR:-5}
 ONLY=${ONLY:-pingpong,pipelined,bulk,framed,udp}
+CAP=${CAP:-}
 SRV_CPU=${SRV_CPU:-0}
 CLI_CPU=${CLI_CPU:-1}
 OUT=target/compare
@@ -69,13 +78,36 @@ log() { echo "compare: $*" >&2; }
 
 log "building (release)"
 cargo build --release --bin wireloop >&2
-PEER=$(cargo bench --bench peer_tokio --no-run --message-format=json 2>/dev/null |
-    python3 -c 'import sys,json
+bench_bin() {
+    cargo bench --bench "$1" --no-run --message-format=json 2>/dev/null |
+        python3 -c 'import sys,json
 for l in sys.stdin:
     m=json.loads(l)
-    if m.get("executable") and m.get("target",{}).get("name")=="peer_tokio": print(m["executable"])')
+    if m.get("executable") and m.get("target",{}).get("name")==sys.argv[1]: print(m["executable"])' "$1"
+}
+PEER=$(bench_bin peer_tokio)
+FLOOR=$(bench_bin peer_floor)
 WL=target/release/wireloop
-[ -x "$PEER" ] || { log "cannot find the peer_tokio binary"; exit 1; }
+[ -x "$PEER" ] && [ -x "$FLOOR" ] || { log "cannot find the peer_tokio or peer_floor binary"; exit 1; }
+
+CG=""
+if [ -n "$CAP" ]; then
+    if [ -d /sys/fs/cgroup/cpu ] && [ -w /sys/fs/cgroup/cpu ]; then # cgroup v1
+        CG=/sys/fs/cgroup/cpu/wireloop-compare-$$
+        mkdir "$CG"
+        echo 10000 >"$CG/cpu.cfs_period_us"
+        echo $((CAP * 100)) >"$CG/cpu.cfs_quota_us"
+    elif [ -w /sys/fs/cgroup/cgroup.subtree_control ]; then # cgroup v2
+        CG=/sys/fs/cgroup/wireloop-compare-$$
+        echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
+        mkdir "$CG"
+        echo "$((CAP * 100)) 10000" >"$CG/cpu.max"
+    else
+        log "CAP needs a writable CPU cgroup (v1 /sys/fs/cgroup/cpu or v2); none here"
+        exit 1
+    fi
+    log "servers limited to $CAP% of one core ($CG)"
+fi
 
 if ! command -v redis-server >/dev/null; then
     log "installing redis-server (Debian)"
@@ -83,7 +115,12 @@ if ! command -v redis-server >/dev/null; then
 fi
 
 PIDS=()
-cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    [ -z "$CG" ] || rmdir "$CG" 2>/dev/null || true
+}
+capped() { [ -z "$CG" ] || echo "$1" >"$CG/cgroup.procs"; }
 trap cleanup EXIT
 
 # start NAME CMD... : runs CMD on the server cpu, waits for its `listening` lines.
@@ -93,6 +130,7 @@ start() {
     taskset -c "$SRV_CPU" "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
     local pid=$!
     PIDS+=("$pid")
+    capped "$pid"
     for _ in $(seq 100); do
         grep -q listening "$OUT/$name.out" 2>/dev/null && break
         sleep 0.05
@@ -108,14 +146,16 @@ start tokio_mt "$PEER" echo-mt 127.0.0.1:0
 start tokio_framed "$PEER" framed 127.0.0.1:0
 start tokio_udp "$PEER" udp 127.0.0.1:0
 start copy "$PEER" copy 127.0.0.1:0
+start floor "$FLOOR" 127.0.0.1:0
 declare -A ADDR=(
     [ours_echo]=$(addr_of ours "echo tcp") [ours_framed]=$(addr_of ours "framed tcp")
     [ours_udp]=$(addr_of ours "udp-echo udp") [tokio_ct]=$(addr_of tokio_ct listening)
     [tokio_mt]=$(addr_of tokio_mt listening) [tokio_framed]=$(addr_of tokio_framed listening)
     [tokio_udp]=$(addr_of tokio_udp listening) [copy]=$(addr_of copy listening)
+    [floor]=$(addr_of floor listening)
 )
 declare -A PIDOF=([ours]=$PID_ours [tokio_ct]=$PID_tokio_ct [tokio_mt]=$PID_tokio_mt
-    [tokio_framed]=$PID_tokio_framed [tokio_udp]=$PID_tokio_udp [copy]=$PID_copy)
+    [tokio_framed]=$PID_tokio_framed [tokio_udp]=$PID_tokio_udp [copy]=$PID_copy [floor]=$PID_floor)
 REDIS=""
 if command -v redis-server >/dev/null; then
     RPORT=16379
@@ -123,6 +163,7 @@ if command -v redis-server >/dev/null; then
         --daemonize no --loglevel warning >"$OUT/redis.out" 2>&1 &
     PIDOF[redis]=$!
     PIDS+=("${PIDOF[redis]}")
+    capped "${PIDOF[redis]}"
     for _ in $(seq 100); do
         "$WL" bench echo "127.0.0.1:$RPORT" --raw 'PING\r\n' --reply-len 7 -c 1 -n 1 --json >/dev/null 2>&1 && break
         sleep 0.05
@@ -174,11 +215,11 @@ scenario() {
 RAW="--raw PING\r\n --reply-len 7"
 log "load before: $(uptime)"
 scenario pingpong "echo -c 50 -P 1 -s 64" "wireloop:ours:ours_echo" "tokio current-thread:tokio_ct:tokio_ct" \
-    "tokio multi-thread:tokio_mt:tokio_mt" "redis-server PING:redis:redis:$RAW"
+    "tokio multi-thread:tokio_mt:tokio_mt" "redis-server PING:redis:redis:$RAW" "bare epoll floor:floor:floor"
 scenario pipelined "echo -c 50 -P 32 -s 64" "wireloop:ours:ours_echo" "tokio current-thread:tokio_ct:tokio_ct" \
-    "redis-server PING:redis:redis:$RAW"
+    "redis-server PING:redis:redis:$RAW" "bare epoll floor:floor:floor"
 scenario bulk "echo -c 4 -P 1 -s 65536" "wireloop:ours:ours_echo" "blocking copy:copy:copy" \
-    "tokio current-thread:tokio_ct:tokio_ct"
+    "tokio current-thread:tokio_ct:tokio_ct" "bare epoll floor:floor:floor"
 scenario framed "framed -c 50 -P 32 -s 64" "wireloop:ours:ours_framed" "tokio-util LengthDelimited:tokio_framed:tokio_framed"
 scenario udp "udp-echo -c 50 -P 1 -s 64" "wireloop:ours:ours_udp" "tokio UDP:tokio_udp:tokio_udp"
 log "load after: $(uptime)"
