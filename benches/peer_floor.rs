@@ -84,9 +84,8 @@ fn serve(addr: SocketAddr) -> io::Result<()> {
             if fd == lfd {
                 loop {
                     // SAFETY: null address arguments are allowed.
-                    let c = unsafe {
-                        libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK)
-                    };
+                    let c =
+                        unsafe { libc::accept4(lfd, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_NONBLOCK) };
                     if c < 0 {
                         break;
                     }

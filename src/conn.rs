@@ -242,9 +242,10 @@ impl Conn {
         }
         self.want_drain |= cx.drain_requested();
         let declared = cx.activity();
-        let mut requests = cx.take_children();
-        self.has_children |= !requests.spawned.is_empty();
-        self.children.append(&mut requests);
+        if let Some(mut requests) = cx.take_children() {
+            self.has_children |= !requests.spawned.is_empty();
+            self.children.append(&mut requests);
+        }
         self.deadlines.after_call(self.now, declared, !self.out.is_empty(), !self.inbuf.is_empty());
         flow
     }
@@ -277,9 +278,10 @@ impl Conn {
         }
     }
 
-    /// Children the handler spawned and signals it sent since the last call.
-    pub(crate) fn take_children(&mut self) -> ChildRequests {
-        std::mem::take(&mut self.children)
+    /// Children the handler spawned and signals it sent since the last call
+    /// (`None`, without touching anything, in the common case of none).
+    pub(crate) fn take_children(&mut self) -> Option<ChildRequests> {
+        (!self.children.is_empty()).then(|| std::mem::take(&mut self.children))
     }
 
     fn live(&self) -> bool {

@@ -161,8 +161,8 @@ impl<'a> Context<'a> {
     }
 
     /// Children spawned and signals sent during this call, for the loop.
-    pub(crate) fn take_children(&mut self) -> ChildRequests {
-        std::mem::take(&mut self.children)
+    pub(crate) fn take_children(&mut self) -> Option<ChildRequests> {
+        (!self.children.is_empty()).then(|| std::mem::take(&mut self.children))
     }
 
     /// Declares what the connection is doing, for the loop's deadlines: a

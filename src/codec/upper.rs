@@ -35,7 +35,7 @@
 /// ```
 pub fn upper_into(input: &[u8], eof: bool, out: &mut Vec<u8>) -> usize {
     if input.is_ascii() {
-        // The common case, in two passes (check, then copy and uppercase)
+        // The common case, in two passes (check, then uppercase into `out`)
         // instead of validating UTF-8 first.
         push_ascii_upper(input, out);
         return input.len();
@@ -73,10 +73,20 @@ pub fn upper_into(input: &[u8], eof: bool, out: &mut Vec<u8>) -> usize {
     input.len()
 }
 
+/// Appends the ASCII uppercase of `ascii` (all bytes < 0x80) in one pass:
+/// each byte is read once and written once, straight into `out`'s spare
+/// capacity (no copy-then-uppercase, which walks the output twice).
 fn push_ascii_upper(ascii: &[u8], out: &mut Vec<u8>) {
+    out.reserve(ascii.len());
     let start = out.len();
-    out.extend_from_slice(ascii);
-    out[start..].make_ascii_uppercase();
+    let spare = &mut out.spare_capacity_mut()[..ascii.len()];
+    for (dst, &b) in spare.iter_mut().zip(ascii) {
+        dst.write(b.to_ascii_uppercase());
+    }
+    // SAFETY: the loop above initialised the `ascii.len()` bytes after `start`
+    // (the zip covers all of `spare`, which is exactly that long), and
+    // `reserve` guaranteed the capacity.
+    unsafe { out.set_len(start + ascii.len()) };
 }
 
 fn push_upper(s: &str, out: &mut Vec<u8>) {

@@ -474,7 +474,7 @@ impl EventLoop {
         let peer = conn.peer();
         let requests = conn.take_children();
         let resume_pipes = conn.has_children && conn.out_len() <= self.cfg.low_water;
-        if !requests.is_empty() {
+        if let Some(requests) = requests {
             self.adopt_children(token, requests);
         }
         if resume_pipes && !closed {
