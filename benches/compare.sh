@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Side-by-side: wireloop's one-thread loop against tokio peers, redis-server and a blocking copy,
+# Side-by-side: wireloop's one-thread loop against tokio peers, redis-server, a blocking copy and
+# bare floors (benches/peer_floor.rs),
 # all driven by `wireloop bench` over loopback, in one run. Issue 7; results in docs/benchmarks.md.
 #
 #   benches/compare.sh                  # 5 alternating pairs x 5 s per scenario (~8 minutes)
@@ -146,16 +147,18 @@ start tokio_mt "$PEER" echo-mt 127.0.0.1:0
 start tokio_framed "$PEER" framed 127.0.0.1:0
 start tokio_udp "$PEER" udp 127.0.0.1:0
 start copy "$PEER" copy 127.0.0.1:0
-start floor "$FLOOR" 127.0.0.1:0
+start floor "$FLOOR" tcp 127.0.0.1:0
+start floor_udp "$FLOOR" udp 127.0.0.1:0
 declare -A ADDR=(
     [ours_echo]=$(addr_of ours "echo tcp") [ours_framed]=$(addr_of ours "framed tcp")
     [ours_udp]=$(addr_of ours "udp-echo udp") [tokio_ct]=$(addr_of tokio_ct listening)
     [tokio_mt]=$(addr_of tokio_mt listening) [tokio_framed]=$(addr_of tokio_framed listening)
     [tokio_udp]=$(addr_of tokio_udp listening) [copy]=$(addr_of copy listening)
-    [floor]=$(addr_of floor listening)
+    [floor]=$(addr_of floor listening) [floor_udp]=$(addr_of floor_udp listening)
 )
 declare -A PIDOF=([ours]=$PID_ours [tokio_ct]=$PID_tokio_ct [tokio_mt]=$PID_tokio_mt
-    [tokio_framed]=$PID_tokio_framed [tokio_udp]=$PID_tokio_udp [copy]=$PID_copy [floor]=$PID_floor)
+    [tokio_framed]=$PID_tokio_framed [tokio_udp]=$PID_tokio_udp [copy]=$PID_copy [floor]=$PID_floor
+    [floor_udp]=$PID_floor_udp)
 REDIS=""
 if command -v redis-server >/dev/null; then
     RPORT=16379
@@ -221,7 +224,8 @@ scenario pipelined "echo -c 50 -P 32 -s 64" "wireloop:ours:ours_echo" "tokio cur
 scenario bulk "echo -c 4 -P 1 -s 65536" "wireloop:ours:ours_echo" "blocking copy:copy:copy" \
     "tokio current-thread:tokio_ct:tokio_ct" "bare epoll floor:floor:floor"
 scenario framed "framed -c 50 -P 32 -s 64" "wireloop:ours:ours_framed" "tokio-util LengthDelimited:tokio_framed:tokio_framed"
-scenario udp "udp-echo -c 50 -P 1 -s 64" "wireloop:ours:ours_udp" "tokio UDP:tokio_udp:tokio_udp"
+scenario udp "udp-echo -c 50 -P 1 -s 64" "wireloop:ours:ours_udp" "tokio UDP:tokio_udp:tokio_udp" \
+    "blocking UDP floor:floor_udp:floor_udp"
 log "load after: $(uptime)"
 
 # redis-benchmark itself, for reference (its own client, same -c/-P).

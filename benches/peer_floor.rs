@@ -7,13 +7,17 @@
 //! Level-triggered, so a connection with more queued than one read takes comes back on the next
 //! `epoll_wait`; a short write keeps its tail in a per-fd buffer and waits for `EPOLLOUT`.
 //!
+//! `udp` mode is the UDP floor without batching: one blocking socket, `recv_from`, uppercase,
+//! `send_to`, two syscalls per datagram and no readiness API at all.
+//!
 //! ```text
-//! cargo bench --bench peer_floor -- 127.0.0.1:0      # prints `listening ADDR`, serves until killed
+//! cargo bench --bench peer_floor -- tcp 127.0.0.1:0  # prints `listening ADDR`, serves until killed
+//! cargo bench --bench peer_floor -- udp 127.0.0.1:0
 //! ```
 
 use std::collections::HashMap;
 use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::os::fd::{IntoRawFd, RawFd};
 
 const BUF: usize = 64 * 1024;
@@ -140,14 +144,38 @@ fn serve(addr: SocketAddr) -> io::Result<()> {
     }
 }
 
+fn serve_udp(addr: SocketAddr) -> io::Result<()> {
+    let sock = UdpSocket::bind(addr)?;
+    println!("listening {}", sock.local_addr()?);
+    io::stdout().flush()?;
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let (n, peer) = match sock.recv_from(&mut buf) {
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        buf[..n].make_ascii_uppercase();
+        let _ = sock.send_to(&buf[..n], peer); // a reply that cannot be sent is dropped
+    }
+}
+
 fn main() {
     // `cargo bench` appends `--bench`; ignore flags.
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
-    let Some(addr) = args.first().and_then(|a| a.parse::<SocketAddr>().ok()) else {
-        eprintln!("usage: peer_floor ADDR");
+    let (Some(mode), Some(addr)) = (args.first(), args.get(1).and_then(|a| a.parse::<SocketAddr>().ok())) else {
+        eprintln!("usage: peer_floor tcp|udp ADDR");
         std::process::exit(2);
     };
-    if let Err(e) = serve(addr) {
+    let result = match mode.as_str() {
+        "tcp" => serve(addr),
+        "udp" => serve_udp(addr),
+        other => {
+            eprintln!("peer_floor: unknown mode `{other}`");
+            std::process::exit(2);
+        }
+    };
+    if let Err(e) = result {
         eprintln!("peer_floor: {e}");
         std::process::exit(1);
     }
