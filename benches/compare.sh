@@ -7,6 +7,7 @@
 #   PAIRS=3 DUR=2 benches/compare.sh    # quicker
 #   ONLY=pingpong,framed benches/compare.sh
 #   CAP=50 benches/compare.sh           # every server limited to 50% of its core (cgroup CPU quota)
+#   CONNS=10000 ONLY=pingpong benches/compare.sh   # connections per scenario (bulk keeps 4)
 #
 # Servers run on cpu 0, the load generator on cpu 1 (`taskset`), so neither steals the other's
 # core. Every scenario runs ours first, then the peers, round after round (A,B,C,A,B,C,...); the
@@ -30,6 +31,8 @@ PAIRS=${PAIRS:-5}
 DUR=${DUR:-5}
 ONLY=${ONLY:-pingpong,pipelined,bulk,framed,udp}
 CAP=${CAP:-}
+CONNS=${CONNS:-50}
+ulimit -n "$(ulimit -Hn)" # every server and the load generator may hold CONNS sockets
 SRV_CPU=${SRV_CPU:-0}
 CLI_CPU=${CLI_CPU:-1}
 OUT=target/compare
@@ -163,7 +166,7 @@ REDIS=""
 if command -v redis-server >/dev/null; then
     RPORT=16379
     taskset -c "$SRV_CPU" redis-server --port "$RPORT" --bind 127.0.0.1 --save '' --appendonly no \
-        --daemonize no --loglevel warning >"$OUT/redis.out" 2>&1 &
+        --daemonize no --loglevel warning --maxclients $((CONNS + 100)) >"$OUT/redis.out" 2>&1 &
     PIDOF[redis]=$!
     PIDS+=("${PIDOF[redis]}")
     capped "${PIDOF[redis]}"
@@ -217,14 +220,14 @@ scenario() {
 
 RAW="--raw PING\r\n --reply-len 7"
 log "load before: $(uptime)"
-scenario pingpong "echo -c 50 -P 1 -s 64" "wireloop:ours:ours_echo" "tokio current-thread:tokio_ct:tokio_ct" \
+scenario pingpong "echo -c $CONNS -P 1 -s 64" "wireloop:ours:ours_echo" "tokio current-thread:tokio_ct:tokio_ct" \
     "tokio multi-thread:tokio_mt:tokio_mt" "redis-server PING:redis:redis:$RAW" "bare epoll floor:floor:floor"
-scenario pipelined "echo -c 50 -P 32 -s 64" "wireloop:ours:ours_echo" "tokio current-thread:tokio_ct:tokio_ct" \
+scenario pipelined "echo -c $CONNS -P 32 -s 64" "wireloop:ours:ours_echo" "tokio current-thread:tokio_ct:tokio_ct" \
     "redis-server PING:redis:redis:$RAW" "bare epoll floor:floor:floor"
 scenario bulk "echo -c 4 -P 1 -s 65536" "wireloop:ours:ours_echo" "blocking copy:copy:copy" \
     "tokio current-thread:tokio_ct:tokio_ct" "bare epoll floor:floor:floor"
-scenario framed "framed -c 50 -P 32 -s 64" "wireloop:ours:ours_framed" "tokio-util LengthDelimited:tokio_framed:tokio_framed"
-scenario udp "udp-echo -c 50 -P 1 -s 64" "wireloop:ours:ours_udp" "tokio UDP:tokio_udp:tokio_udp" \
+scenario framed "framed -c $CONNS -P 32 -s 64" "wireloop:ours:ours_framed" "tokio-util LengthDelimited:tokio_framed:tokio_framed"
+scenario udp "udp-echo -c $CONNS -P 1 -s 64" "wireloop:ours:ours_udp" "tokio UDP:tokio_udp:tokio_udp" \
     "blocking UDP floor:floor_udp:floor_udp"
 log "load after: $(uptime)"
 
@@ -232,9 +235,9 @@ log "load after: $(uptime)"
 if [ -n "$REDIS" ] && command -v redis-benchmark >/dev/null && [[ $ONLY == *pingpong* || $ONLY == *pipelined* ]]; then
     for p in 1 32; do
         n=$((p == 1 ? 300000 : 3000000))
-        r=$(taskset -c "$CLI_CPU" redis-benchmark -h 127.0.0.1 -p "$RPORT" -t ping_inline -c 50 -P $p -n $n --csv -q |
+        r=$(taskset -c "$CLI_CPU" redis-benchmark -h 127.0.0.1 -p "$RPORT" -t ping_inline -c "$CONNS" -P $p -n $n --csv -q |
             tail -1 | cut -d, -f2 | tr -d '"')
-        echo "{\"scenario\":\"redis-benchmark\",\"label\":\"redis-benchmark -t ping_inline -c 50 -P $p\",\"rps\":$r}" >>"$OUT/runs.jsonl"
+        echo "{\"scenario\":\"redis-benchmark\",\"label\":\"redis-benchmark -t ping_inline -c $CONNS -P $p\",\"rps\":$r}" >>"$OUT/runs.jsonl"
     done
 fi
 
