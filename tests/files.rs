@@ -12,7 +12,10 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
-use util::{connect, md5_hex, Server};
+use util::{
+    assert_closed, connect, error_of, files_header as header, files_reply as reply, files_reply_text as reply_text,
+    md5_hex, Server,
+};
 
 /// A server with a fresh root; keep the TempDir alive as long as the server.
 fn start(extra: &[&str]) -> (Server, tempfile::TempDir) {
@@ -20,40 +23,6 @@ fn start(extra: &[&str]) -> (Server, tempfile::TempDir) {
     let mut args = vec!["--files-root", root.path().to_str().unwrap()];
     args.extend_from_slice(extra);
     (Server::start(&["files"], &args), root)
-}
-
-fn header(v: &Value) -> Vec<u8> {
-    let json = serde_json::to_vec(v).unwrap();
-    let mut m = (json.len() as i32).to_le_bytes().to_vec();
-    m.extend(json);
-    m
-}
-
-/// Reads one reply header and returns its JSON text exactly as sent.
-fn reply_text(s: &mut TcpStream) -> String {
-    let mut len = [0u8; 4];
-    s.read_exact(&mut len).expect("reply length");
-    let len = i32::from_le_bytes(len);
-    assert!(len > 0 && len < 1 << 20, "reply length {len}");
-    let mut buf = vec![0; len as usize];
-    s.read_exact(&mut buf).unwrap();
-    String::from_utf8(buf).unwrap()
-}
-
-fn reply(s: &mut TcpStream) -> Value {
-    serde_json::from_str(&reply_text(s)).unwrap()
-}
-
-fn error_of(v: &Value) -> String {
-    assert_eq!(v["ok"], false, "expected an error, got {v}");
-    v["error"].as_str().unwrap().to_string()
-}
-
-/// The server closed the connection (after its reply): EOF, not a reset.
-fn assert_closed(s: &mut TcpStream) {
-    let mut rest = Vec::new();
-    s.read_to_end(&mut rest).expect("a clean close, not a reset");
-    assert!(rest.is_empty(), "unexpected bytes after the reply: {rest:?}");
 }
 
 /// A tiny deterministic generator (no rand crate in the tree).

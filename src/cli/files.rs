@@ -45,6 +45,13 @@ pub struct FilesServeArgs {
     /// Files: interrupted uploads untouched for this long are removed.
     #[arg(long, value_name = "SECS", default_value_t = 86_400)]
     pub files_partial_max_age: u64,
+    /// Files: slowest accepted upload, in bytes per second over each rate window (0: no minimum);
+    /// a slower upload is ended with an error and keeps its partial file for a resume.
+    #[arg(long, value_name = "BYTES", default_value_t = 500)]
+    pub files_min_rate: u64,
+    /// Files: the window the minimum upload rate is averaged over.
+    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub files_rate_window: u64,
 }
 
 impl FilesServeArgs {
@@ -54,6 +61,8 @@ impl FilesServeArgs {
             root: self.files_root.clone(),
             max_size: self.files_max_size,
             partial_max_age: Duration::from_secs(self.files_partial_max_age),
+            min_rate: self.files_min_rate,
+            rate_window: Duration::from_secs(self.files_rate_window),
             ..FilesConfig::default()
         }
     }

@@ -10,6 +10,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use serde_json::Value;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_wireloop");
 
 /// A `wireloop serve` process, killed on drop.
@@ -270,4 +272,39 @@ pub fn echo_latencies(
 pub fn md5_hex(data: &[u8]) -> String {
     use md5::{Digest, Md5};
     Md5::digest(data).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A `files` request header: 4-byte little-endian length, then the JSON.
+pub fn files_header(v: &Value) -> Vec<u8> {
+    let json = serde_json::to_vec(v).unwrap();
+    let mut m = (json.len() as i32).to_le_bytes().to_vec();
+    m.extend(json);
+    m
+}
+
+/// Reads one reply header and returns its JSON text exactly as sent.
+pub fn files_reply_text(s: &mut TcpStream) -> String {
+    let mut len = [0u8; 4];
+    s.read_exact(&mut len).expect("reply length");
+    let len = i32::from_le_bytes(len);
+    assert!(len > 0 && len < 1 << 20, "reply length {len}");
+    let mut buf = vec![0; len as usize];
+    s.read_exact(&mut buf).unwrap();
+    String::from_utf8(buf).unwrap()
+}
+
+pub fn files_reply(s: &mut TcpStream) -> Value {
+    serde_json::from_str(&files_reply_text(s)).unwrap()
+}
+
+pub fn error_of(v: &Value) -> String {
+    assert_eq!(v["ok"], false, "expected an error, got {v}");
+    v["error"].as_str().unwrap().to_string()
+}
+
+/// The server closed the connection (after its reply): EOF, not a reset.
+pub fn assert_closed(s: &mut TcpStream) {
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).expect("a clean close, not a reset");
+    assert!(rest.is_empty(), "unexpected bytes after the reply: {rest:?}");
 }

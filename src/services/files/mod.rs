@@ -44,10 +44,12 @@
 //!   Busy states declare [`Activity::Working`] so that the loop's message
 //!   deadline does not count the wait; an upload body never declares
 //!   `Receiving` (a large file takes longer than any message timeout), so it
-//!   only has to keep moving (the idle timeout).
+//!   only has to keep moving: at least `min_rate` bytes per second over each
+//!   `rate_window` ([`rate`]), and some byte within the idle timeout.
 
 pub mod client;
 pub mod proto;
+mod rate;
 pub mod storage;
 mod transfer;
 
@@ -63,6 +65,7 @@ use md5::{Digest, Md5};
 use serde_json::{Map, Value};
 
 use self::proto::{announced_body, Reply, Request};
+use self::rate::MinRate;
 use self::storage::{clean_name, hex, read_chunk_at, PartialInfo, Store, Upload, UploadSpec, CHUNK};
 use crate::codec::frame::ByteOrder;
 use crate::codec::header::{HeaderDecoder, Item, DEFAULT_MAX_HEADER};
@@ -80,6 +83,12 @@ pub struct FilesConfig {
     pub partial_max_age: Duration,
     /// Largest request header, in bytes.
     pub max_header: usize,
+    /// Slowest accepted upload body, in bytes per second averaged over
+    /// `rate_window`; 0 turns the check off. A slower upload gets an error
+    /// reply and keeps its partial file for a resume.
+    pub min_rate: u64,
+    /// How long `min_rate` is averaged over.
+    pub rate_window: Duration,
 }
 
 impl Default for FilesConfig {
@@ -89,6 +98,8 @@ impl Default for FilesConfig {
             max_size: None,
             partial_max_age: Duration::from_secs(24 * 3600),
             max_header: DEFAULT_MAX_HEADER,
+            min_rate: 500,
+            rate_window: Duration::from_secs(30),
         }
     }
 }
@@ -98,8 +109,12 @@ impl Default for FilesConfig {
 pub fn service(cfg: &FilesConfig) -> io::Result<impl FnMut(SocketAddr) -> Files> {
     let store = Rc::new(Store::open(&cfg.root, cfg.max_size, cfg.partial_max_age)?);
     info!("files: storing under {}", store.root().display());
-    let max_header = cfg.max_header;
-    Ok(move |peer| Files::new(Rc::clone(&store), max_header, peer))
+    let (max_header, rate) = (cfg.max_header, MinRate::new(cfg.min_rate, cfg.rate_window));
+    Ok(move |peer| {
+        let mut f = Files::new(Rc::clone(&store), max_header, peer);
+        f.rate = rate.clone();
+        f
+    })
 }
 
 /// An upload being received (or verified).
@@ -180,11 +195,15 @@ pub struct Files {
     peer: SocketAddr,
     eof: bool,
     buf: Vec<u8>,
+    /// Body bytes per window while an upload streams in.
+    rate: MinRate,
 }
 
 impl Files {
-    /// A connection from `peer` on `store`, refusing headers over `max_header`.
+    /// A connection from `peer` on `store`, refusing headers over `max_header`,
+    /// with the default minimum upload rate ([`FilesConfig::default`]).
     pub fn new(store: Rc<Store>, max_header: usize, peer: SocketAddr) -> Files {
+        let d = FilesConfig::default();
         Files {
             store,
             decoder: HeaderDecoder::new(ByteOrder::Little, max_header),
@@ -193,6 +212,7 @@ impl Files {
             peer,
             eof: false,
             buf: Vec::new(),
+            rate: MinRate::new(d.min_rate, d.rate_window),
         }
     }
 
@@ -304,6 +324,9 @@ impl Files {
                     Err(e) => self.refuse(e, body, cx),
                     Ok(up) => {
                         self.set_state(State::Receiving(Receive { up, md5: Md5::new(), hashed: 0, expected: p.md5 }));
+                        if let Some(window) = self.rate.start() {
+                            cx.set_timer(window);
+                        }
                         Flow::Continue
                     }
                 }
@@ -369,6 +392,7 @@ impl Files {
             return self.fail("internal error: body bytes outside an upload".into(), cx);
         };
         let before = r.up.written();
+        self.rate.count(chunk.len());
         if let Err(e) = r.up.write(chunk) {
             let name = r.up.name().to_string();
             if let State::Receiving(r) = self.take() {
@@ -448,6 +472,7 @@ impl Files {
         };
         self.reply(&reply, cx);
         self.set_state(State::Idle);
+        cx.clear_timer();
         Flow::Continue
     }
 
@@ -531,7 +556,8 @@ impl Files {
 /// idle or message deadline; a stalled reader still meets the send
 /// timeout). Otherwise `Auto`: a header must arrive within the message
 /// timeout, and an upload body, consumed as it arrives, only needs to keep
-/// moving (idle timeout) however large the file.
+/// moving however large the file (the minimum rate, checked by the handler's
+/// own timer, and the idle timeout).
 fn activity(state: &State) -> Activity {
     match state {
         State::Hashing(_) | State::Verifying(_) | State::Sending(_) => Activity::Working,
@@ -554,6 +580,12 @@ impl Handler for Files {
 
     fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
         let flow = self.peer_eof(input, cx);
+        cx.set_activity(activity(&self.state));
+        flow
+    }
+
+    fn on_timer(&mut self, _input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+        let flow = self.rate_check(cx);
         cx.set_activity(activity(&self.state));
         flow
     }

@@ -1,6 +1,7 @@
 //! The `files` state machine's long-running steps, one bounded chunk per
 //! `on_drain`: hashing a file that has no cached MD5 before a download,
-//! and sending a download's body.
+//! and sending a download's body; and the minimum-rate check of an upload
+//! body, once per rate window ([`super::rate`]).
 
 use super::*;
 
@@ -90,5 +91,30 @@ impl Files {
             self.set_state(State::Idle);
         }
         Flow::Continue
+    }
+
+    /// A rate window ended: the upload goes on or is ended as too slow.
+    pub(super) fn rate_check(&mut self, cx: &mut Context<'_>) -> Flow {
+        let State::Receiving(r) = &self.state else { return Flow::Continue };
+        match self.rate.end_window() {
+            Ok(next) => {
+                cx.set_timer(next);
+                Flow::Continue
+            }
+            Err(slow) => {
+                let why = format!(
+                    "upload of `{}` too slow: {} bytes in the last {:?}, the minimum is {} bytes/s ({} bytes); \
+                     the {} bytes received are kept, resume with \"offset\": {}",
+                    r.up.name(),
+                    slow.seen,
+                    self.rate.window(),
+                    self.rate.min_rate(),
+                    slow.needed,
+                    r.up.written(),
+                    r.up.written()
+                );
+                self.fail(why, cx)
+            }
+        }
     }
 }
