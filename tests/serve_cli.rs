@@ -116,6 +116,37 @@ fn the_echo_client_talks_to_the_server() {
 }
 
 #[test]
+fn the_echo_client_reports_a_server_close_while_waiting_for_input() {
+    let srv = Server::start(&["echo"], &["--idle-timeout", "1"]);
+    let mut child = Command::new(BIN)
+        .args(["echo", &srv.addr("echo").to_string()])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // One line, then stdin stays open: the client sits waiting for input while the server's idle
+    // timeout closes the connection.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"hello\n").unwrap();
+    let limit = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() && std::time::Instant::now() < limit {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let exited = child.try_wait().unwrap().is_some();
+    if !exited {
+        child.kill().unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert!(exited, "the client did not notice the close while waiting for input");
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "HELLO\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("closed the connection"), "{err}");
+}
+
+#[test]
 fn the_udp_client_reports_a_silent_server() {
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut child = Command::new(BIN)

@@ -5,6 +5,7 @@
 use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::process::ExitCode;
+use std::sync::mpsc;
 use std::time::Duration;
 
 use clap::Args;
@@ -28,25 +29,52 @@ pub struct UdpEchoArgs {
     timeout: f64,
 }
 
+/// The socket is read on its own thread, so a server that closes the
+/// connection (a restart, an idle timeout, a limit) is reported at once, even
+/// while the user is still typing, instead of when the next line is sent.
+/// Replies are printed by that thread, which tells the input loop when one is
+/// out so the next prompt comes after it.
 pub fn run_tcp(args: EchoArgs) -> Result<ExitCode, String> {
-    let stream = TcpStream::connect(args.addr).map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;
+    let addr = args.addr;
+    let stream = TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
-    let mut reader = BufReader::new(stream);
+    let (printed, replies) = mpsc::channel::<()>();
+    std::thread::Builder::new()
+        .name("echo-reader".into())
+        .spawn(move || {
+            let why = print_replies(BufReader::new(stream), &printed);
+            // Whatever the input loop is doing, the session is over.
+            eprintln!("wireloop: {addr} {why}");
+            std::process::exit(1);
+        })
+        .map_err(|e| e.to_string())?;
     for line in input_lines("> ", true) {
         let line = line.map_err(|e| format!("reading stdin: {e}"))?;
-        writer.write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("sending to {}: {e}", args.addr))?;
-        let mut reply = Vec::new();
-        let n = reader.read_until(b'\n', &mut reply).map_err(|e| format!("reading from {}: {e}", args.addr))?;
-        if n == 0 || reply.last() != Some(&b'\n') {
-            return Err(format!("{} closed the connection", args.addr));
-        }
-        reply.pop();
-        let mut out = io::stdout().lock();
-        let _ = out.write_all(&reply);
-        let _ = out.write_all(b"\n");
-        let _ = out.flush();
+        writer.write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("sending to {addr}: {e}"))?;
+        // The reader exits the process if the connection ends first.
+        let _ = replies.recv();
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Prints each reply line as it arrives; returns how the connection ended.
+fn print_replies(mut reader: BufReader<TcpStream>, printed: &mpsc::Sender<()>) -> String {
+    loop {
+        let mut reply = Vec::new();
+        match reader.read_until(b'\n', &mut reply) {
+            Ok(0) => return "closed the connection".into(),
+            Ok(_) if reply.last() != Some(&b'\n') => {
+                return format!("closed the connection in the middle of a reply ({} bytes)", reply.len())
+            }
+            Ok(_) => {}
+            Err(e) => return format!("connection failed: {e}"),
+        }
+        let mut out = io::stdout().lock();
+        let _ = out.write_all(&reply);
+        let _ = out.flush();
+        drop(out);
+        let _ = printed.send(());
+    }
 }
 
 pub fn run_udp(args: UdpEchoArgs) -> Result<ExitCode, String> {
