@@ -45,7 +45,7 @@
 //!   deadline does not count the wait; an upload body never declares
 //!   `Receiving` (a large file takes longer than any message timeout), so it
 //!   only has to keep moving: at least `min_rate` bytes per second over each
-//!   `rate_window` ([`rate`]), and some byte within the idle timeout.
+//!   `rate_window` (`rate.rs`), and some byte within the idle timeout.
 
 pub mod client;
 pub mod proto;

@@ -1,7 +1,7 @@
 //! The `files` state machine's long-running steps, one bounded chunk per
 //! `on_drain`: hashing a file that has no cached MD5 before a download,
 //! and sending a download's body; and the minimum-rate check of an upload
-//! body, once per rate window ([`super::rate`]).
+//! body, once per rate window (`rate.rs`).
 
 use super::*;
 
