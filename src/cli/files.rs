@@ -23,7 +23,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use wireloop::services::files::client::{md5_of, Client};
-use wireloop::services::files::FilesConfig;
+use wireloop::services::files::{self, FilesConfig};
 
 use super::parse_addr;
 
@@ -47,10 +47,11 @@ pub struct FilesServeArgs {
     pub files_partial_max_age: u64,
     /// Files: slowest accepted upload, in bytes per second over each rate window (0: no minimum);
     /// a slower upload is ended with an error and keeps its partial file for a resume.
-    #[arg(long, value_name = "BYTES", default_value_t = 500)]
+    #[arg(long, value_name = "BYTES", default_value_t = files::DEFAULT_MIN_RATE)]
     pub files_min_rate: u64,
     /// Files: the window the minimum upload rate is averaged over.
-    #[arg(long, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", default_value_t = files::DEFAULT_RATE_WINDOW.as_secs(),
+        value_parser = clap::value_parser!(u64).range(1..))]
     pub files_rate_window: u64,
 }
 

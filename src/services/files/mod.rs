@@ -72,6 +72,11 @@ use crate::codec::header::{HeaderDecoder, Item, DEFAULT_MAX_HEADER};
 use crate::deadline::Activity;
 use crate::service::{Context, Flow, Handler, Input};
 
+/// Default slowest accepted upload body, bytes per second ([`FilesConfig::min_rate`]).
+pub const DEFAULT_MIN_RATE: u64 = 500;
+/// Default window the minimum rate is averaged over ([`FilesConfig::rate_window`]).
+pub const DEFAULT_RATE_WINDOW: Duration = Duration::from_secs(30);
+
 /// Settings for the files service.
 #[derive(Debug, Clone)]
 pub struct FilesConfig {
@@ -98,8 +103,8 @@ impl Default for FilesConfig {
             max_size: None,
             partial_max_age: Duration::from_secs(24 * 3600),
             max_header: DEFAULT_MAX_HEADER,
-            min_rate: 500,
-            rate_window: Duration::from_secs(30),
+            min_rate: DEFAULT_MIN_RATE,
+            rate_window: DEFAULT_RATE_WINDOW,
         }
     }
 }
@@ -201,9 +206,9 @@ pub struct Files {
 
 impl Files {
     /// A connection from `peer` on `store`, refusing headers over `max_header`,
-    /// with the default minimum upload rate ([`FilesConfig::default`]).
+    /// with the default minimum upload rate ([`DEFAULT_MIN_RATE`] over
+    /// [`DEFAULT_RATE_WINDOW`]).
     pub fn new(store: Rc<Store>, max_header: usize, peer: SocketAddr) -> Files {
-        let d = FilesConfig::default();
         Files {
             store,
             decoder: HeaderDecoder::new(ByteOrder::Little, max_header),
@@ -212,7 +217,7 @@ impl Files {
             peer,
             eof: false,
             buf: Vec::new(),
-            rate: MinRate::new(d.min_rate, d.rate_window),
+            rate: MinRate::new(DEFAULT_MIN_RATE, DEFAULT_RATE_WINDOW),
         }
     }
 
