@@ -101,7 +101,7 @@ if [ -n "$CAP" ]; then
         mkdir "$CG"
         echo 10000 >"$CG/cpu.cfs_period_us"
         echo $((CAP * 100)) >"$CG/cpu.cfs_quota_us"
-    elif [ -w /sys/fs/cgroup/cgroup.subtree_control ]; then # cgroup v2
+    elif [ -w /sys/fs/cgroup/cgroup.subtree_control ]; then # cgroup v2 (not yet run: the benchmark machine has v1)
         CG=/sys/fs/cgroup/wireloop-compare-$$
         echo +cpu >/sys/fs/cgroup/cgroup.subtree_control 2>/dev/null || true
         mkdir "$CG"
