@@ -82,13 +82,8 @@ log() { echo "compare: $*" >&2; }
 
 log "building (release)"
 cargo build --release --bin wireloop >&2
-bench_bin() {
-    cargo bench --bench "$1" --no-run --message-format=json 2>/dev/null |
-        python3 -c 'import sys,json
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get("executable") and m.get("target",{}).get("name")==sys.argv[1]: print(m["executable"])' "$1"
-}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 PEER=$(bench_bin peer_tokio)
 FLOOR=$(bench_bin peer_floor)
 WL=target/release/wireloop

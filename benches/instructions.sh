@@ -22,13 +22,8 @@ command -v valgrind >/dev/null || apt-get install -y -qq valgrind >&2
 OUT=target/instructions
 mkdir -p "$OUT"
 cargo build --release --bin wireloop >&2
-bench_bin() {
-    cargo bench --bench "$1" --no-run --message-format=json 2>/dev/null |
-        python3 -c 'import sys,json
-for l in sys.stdin:
-    m=json.loads(l)
-    if m.get("executable") and m.get("target",{}).get("name")==sys.argv[1]: print(m["executable"])' "$1"
-}
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
 PEER=$(bench_bin peer_tokio)
 FLOOR=$(bench_bin peer_floor)
 WL=target/release/wireloop
