@@ -115,11 +115,7 @@ pub fn service(cfg: &FilesConfig) -> io::Result<impl FnMut(SocketAddr) -> Files>
     let store = Rc::new(Store::open(&cfg.root, cfg.max_size, cfg.partial_max_age)?);
     info!("files: storing under {}", store.root().display());
     let (max_header, rate) = (cfg.max_header, MinRate::new(cfg.min_rate, cfg.rate_window));
-    Ok(move |peer| {
-        let mut f = Files::new(Rc::clone(&store), max_header, peer);
-        f.rate = rate.clone();
-        f
-    })
+    Ok(move |peer| Files::with_rate(Rc::clone(&store), max_header, peer, rate.clone()))
 }
 
 /// An upload being received (or verified).
@@ -209,6 +205,10 @@ impl Files {
     /// with the default minimum upload rate ([`DEFAULT_MIN_RATE`] over
     /// [`DEFAULT_RATE_WINDOW`]).
     pub fn new(store: Rc<Store>, max_header: usize, peer: SocketAddr) -> Files {
+        Files::with_rate(store, max_header, peer, MinRate::new(DEFAULT_MIN_RATE, DEFAULT_RATE_WINDOW))
+    }
+
+    fn with_rate(store: Rc<Store>, max_header: usize, peer: SocketAddr, rate: MinRate) -> Files {
         Files {
             store,
             decoder: HeaderDecoder::new(ByteOrder::Little, max_header),
@@ -217,7 +217,7 @@ impl Files {
             peer,
             eof: false,
             buf: Vec::new(),
-            rate: MinRate::new(DEFAULT_MIN_RATE, DEFAULT_RATE_WINDOW),
+            rate,
         }
     }
 
