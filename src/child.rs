@@ -22,6 +22,8 @@
 //!   so a recycled PID is never signalled.
 //! * Pipe reading stops while the owner's unsent output is over the
 //!   high-water mark; the child then blocks on its own writes.
+//! * When the loop is dropped, every child still known gets SIGKILL to its
+//!   process group and is reaped, and the SIGCHLD handler is removed.
 
 use std::collections::HashMap;
 use std::io;
@@ -33,6 +35,8 @@ use log::{debug, trace, warn};
 use mio::net::UnixStream;
 use mio::unix::pipe::Receiver;
 use mio::{Interest, Registry, Token};
+
+use crate::id::SourceId;
 
 /// Identifies a child process spawned through [`crate::Context::spawn`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -47,35 +51,20 @@ pub enum ChildStream {
     Stderr,
 }
 
-/// Children a handler spawned and signals it sent during one call, handed
-/// from its `Context` to the loop.
-#[derive(Debug, Default)]
-pub(crate) struct ChildRequests {
-    pub(crate) spawned: Vec<(ChildId, Child)>,
-    pub(crate) signals: Vec<(ChildId, i32)>,
-}
-
-impl ChildRequests {
-    pub(crate) fn is_empty(&self) -> bool {
-        self.spawned.is_empty() && self.signals.is_empty()
-    }
-
-    pub(crate) fn append(&mut self, other: &mut ChildRequests) {
-        self.spawned.append(&mut other.spawned);
-        self.signals.append(&mut other.signals);
-    }
-}
-
 static NEXT_CHILD: AtomicU64 = AtomicU64::new(1);
 
 /// Spawns `cmd` the way the loop needs it: stdin from `/dev/null`, stdout
 /// and stderr piped, in a process group of its own (so that it and all its
-/// descendants can be signalled together), killed if the loop's thread dies.
+/// descendants can be signalled together), and on Linux killed if the
+/// loop's thread dies.
 pub(crate) fn spawn(cmd: &mut Command) -> io::Result<(ChildId, Child)> {
     cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).process_group(0);
     // SAFETY: the closure runs between fork and exec and only calls prctl(2),
     // which is async-signal-safe. If the loop's thread dies (even by
     // SIGKILL), the kernel kills the child instead of leaving it running.
+    // Elsewhere there is no parent-death signal: children are still killed
+    // when their connection closes or the loop is dropped.
+    #[cfg(target_os = "linux")]
     unsafe {
         cmd.pre_exec(|| {
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
@@ -90,7 +79,7 @@ pub(crate) fn spawn(cmd: &mut Command) -> io::Result<(ChildId, Child)> {
 
 /// One output pipe of a child, registered in the loop's slab.
 pub(crate) struct PipeSource {
-    pub(crate) owner: Token,
+    pub(crate) owner: SourceId,
     pub(crate) child: ChildId,
     pub(crate) stream: ChildStream,
     pub(crate) rx: Receiver,
@@ -106,8 +95,8 @@ impl PipeSource {
 
 struct Entry {
     child: Child,
-    owner: Option<Token>,
-    pipes: Vec<Token>,
+    owner: Option<SourceId>,
+    pipes: Vec<SourceId>,
     status: Option<ExitStatus>,
 }
 
@@ -115,7 +104,7 @@ struct Entry {
 #[derive(Default)]
 pub(crate) struct Children {
     map: HashMap<ChildId, Entry>,
-    sigchld: Option<UnixStream>,
+    sigchld: Option<(UnixStream, signal_hook::SigId)>,
 }
 
 impl Children {
@@ -131,16 +120,19 @@ impl Children {
         let (read, write) = std::os::unix::net::UnixStream::pair()?;
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
-        signal_hook::low_level::pipe::register(signal_hook::consts::SIGCHLD, write)?;
+        let sig = signal_hook::low_level::pipe::register(signal_hook::consts::SIGCHLD, write)?;
         let mut read = UnixStream::from_std(read);
-        registry.register(&mut read, token, Interest::READABLE)?;
-        self.sigchld = Some(read);
+        if let Err(e) = registry.register(&mut read, token, Interest::READABLE) {
+            signal_hook::low_level::unregister(sig);
+            return Err(e);
+        }
+        self.sigchld = Some((read, sig));
         Ok(())
     }
 
     /// Empties the self-pipe after a SIGCHLD wake-up.
     pub(crate) fn drain_sigchld(&mut self) {
-        if let Some(s) = &mut self.sigchld {
+        if let Some((s, _)) = &mut self.sigchld {
             let mut buf = [0u8; 64];
             while let Ok(n) = io::Read::read(s, &mut buf) {
                 if n == 0 {
@@ -151,7 +143,7 @@ impl Children {
     }
 
     /// Takes the child's pipes for registration, and records it.
-    pub(crate) fn insert(&mut self, id: ChildId, mut child: Child, owner: Token) -> Vec<(ChildStream, Receiver)> {
+    pub(crate) fn insert(&mut self, id: ChildId, mut child: Child, owner: SourceId) -> Vec<(ChildStream, Receiver)> {
         let mut pipes = Vec::new();
         if let Some(out) = child.stdout.take() {
             pipes.push((ChildStream::Stdout, Receiver::from(out)));
@@ -164,27 +156,27 @@ impl Children {
     }
 
     /// Records the slab token of one of the child's registered pipes.
-    pub(crate) fn add_pipe(&mut self, id: ChildId, token: Token) {
+    pub(crate) fn add_pipe(&mut self, id: ChildId, token: SourceId) {
         if let Some(e) = self.map.get_mut(&id) {
             e.pipes.push(token);
         }
     }
 
     /// Pipe tokens of `owner`'s children, for resuming paused reads.
-    pub(crate) fn pipes_of(&self, owner: Token) -> Vec<Token> {
+    pub(crate) fn pipes_of(&self, owner: SourceId) -> Vec<SourceId> {
         self.map.values().filter(|e| e.owner == Some(owner)).flat_map(|e| e.pipes.iter().copied()).collect()
     }
 
     /// A pipe reached EOF (or failed) and was removed from the slab. Returns
     /// the exit to deliver if the child is also reaped.
-    pub(crate) fn pipe_closed(&mut self, id: ChildId, token: Token) -> Option<(Token, ChildId, ExitStatus)> {
+    pub(crate) fn pipe_closed(&mut self, id: ChildId, token: SourceId) -> Option<(SourceId, ChildId, ExitStatus)> {
         let e = self.map.get_mut(&id)?;
         e.pipes.retain(|t| *t != token);
         self.finish_if_done(id)
     }
 
     /// Reaps every exited child; returns the exits now ready to deliver.
-    pub(crate) fn reap(&mut self) -> Vec<(Token, ChildId, ExitStatus)> {
+    pub(crate) fn reap(&mut self) -> Vec<(SourceId, ChildId, ExitStatus)> {
         let mut ready = Vec::new();
         let ids: Vec<ChildId> = self.map.keys().copied().collect();
         for id in ids {
@@ -212,7 +204,7 @@ impl Children {
 
     /// Removes a child that is reaped and has no open pipe; returns its exit
     /// if an owner is still there to hear it.
-    fn finish_if_done(&mut self, id: ChildId) -> Option<(Token, ChildId, ExitStatus)> {
+    fn finish_if_done(&mut self, id: ChildId) -> Option<(SourceId, ChildId, ExitStatus)> {
         let e = self.map.get(&id)?;
         let status = e.status?;
         if !e.pipes.is_empty() {
@@ -240,7 +232,7 @@ impl Children {
 
     /// The owner closed: kill its children's groups and hand back their pipe
     /// tokens to close. The children stay until reaped.
-    pub(crate) fn orphan(&mut self, owner: Token) -> Vec<Token> {
+    pub(crate) fn orphan(&mut self, owner: SourceId) -> Vec<SourceId> {
         let ids: Vec<ChildId> = self.map.iter().filter(|(_, e)| e.owner == Some(owner)).map(|(id, _)| *id).collect();
         let mut pipes = Vec::new();
         for id in ids {
@@ -251,5 +243,28 @@ impl Children {
             }
         }
         pipes
+    }
+}
+
+impl Drop for Children {
+    /// The loop is going away: kill every child's process group that may
+    /// still exist, reap them all (SIGKILL cannot be caught, so the waits are
+    /// short), and remove the SIGCHLD handler.
+    fn drop(&mut self) {
+        let ids: Vec<ChildId> = self.map.keys().copied().collect();
+        for id in ids {
+            self.signal(id, libc::SIGKILL);
+            if let Some(mut e) = self.map.remove(&id) {
+                if e.status.is_none() {
+                    match e.child.wait() {
+                        Ok(status) => debug!("child {}: killed with the loop ({status})", id.0),
+                        Err(err) => warn!("child {}: wait failed: {err}", id.0),
+                    }
+                }
+            }
+        }
+        if let Some((_, sig)) = self.sigchld.take() {
+            signal_hook::low_level::unregister(sig);
+        }
     }
 }

@@ -44,8 +44,15 @@ pub struct Config {
     /// Unsent output past which a connection is closed outright (the
     /// high-water mark normally stops it long before).
     pub max_output: usize,
-    /// Connections at once; more get a short error line and are closed.
+    /// Connections at once; more are closed at once, after whatever the
+    /// listener's service sends them (`Service::refuse`; by default nothing).
     pub max_connections: usize,
+    /// How long an outbound connect may take before it fails with
+    /// `TimedOut`.
+    pub connect_timeout: Duration,
+    /// Set `TCP_NODELAY` on accepted and outbound TCP connections, so small
+    /// replies leave at once rather than waiting for an ACK (Nagle).
+    pub nodelay: bool,
     /// Bind with `SO_REUSEPORT`, so several loops can share an address.
     pub reuse_port: bool,
 }
@@ -69,6 +76,8 @@ impl Default for Config {
             send_timeout: Duration::from_secs(60),
             max_output: 64 * 1024 * 1024,
             max_connections: 10_000,
+            connect_timeout: Duration::from_secs(10),
+            nodelay: true,
             reuse_port: false,
         }
     }

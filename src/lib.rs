@@ -1,22 +1,31 @@
 //! # wireloop
 //!
-//! Event-driven socket servers on one thread, one `mio::Poll` and a slab of
-//! connection state machines — no async runtime.
+//! Event-driven socket programs on one thread, one `mio::Poll` and a slab of
+//! connection state machines — no async runtime. Servers, clients and
+//! proxies: the loop accepts and connects (TCP and Unix sockets), serves
+//! UDP, runs child processes, fires timers and watches any other fd.
 //!
-//! Follow one byte from the socket to a service and back:
+//! Follow one byte from the socket to a handler and back:
 //!
-//! 1. [`EventLoop::poll_once`] gets a readiness event; its token is the slab
-//!    key of a source (`event_loop`).
+//! 1. [`EventLoop::poll_once`] gets a readiness event; its token names a
+//!    source's slot and serial.
 //! 2. A connection reads into the loop's scratch buffer and hands everything
-//!    unconsumed to its [`Handler`] as an [`Input`] (`conn`).
+//!    unconsumed to its [`Handler`] as an [`Input`].
 //! 3. The handler parses with a pure codec ([`codec`]), appends its reply to
-//!    [`Context::out`] and returns a [`Flow`].
-//! 4. The connection writes the reply at once, registering `WRITABLE` only if
+//!    [`Context::out`] — or to any other connection with [`Loop::send`] —
+//!    and returns a [`Flow`].
+//! 4. The loop writes the replies at once, registering `WRITABLE` only if
 //!    bytes remain, and stops reading while too much output is queued.
 //!
-//! Layers, each using only those above it in this list: [`codec`] (pure),
-//! the loop ([`EventLoop`], [`Config`], [`listener`]), the service API
-//! ([`Service`], [`Handler`], [`DatagramService`]), and [`services`].
+//! Every callback gets the loop, and through it the program's shared state
+//! `S` ([`EventLoop::with_state`], [`Loop::state_mut`]): handlers share
+//! state without `Rc<RefCell<…>>`.
+//!
+//! Layers, each using only those before it: [`codec`] (pure, no I/O); the
+//! loop's parts (buffers, deadlines, the timer heap, child processes,
+//! sockets); the loop with its callback API ([`EventLoop`], [`Loop`],
+//! [`Handler`], [`Service`], [`Context`]); [`services`]; the `wireloop`
+//! command (its own crate root, `src/main.rs`, behind the `cli` feature).
 //!
 //! ```no_run
 //! use wireloop::{Config, EventLoop, services};
@@ -27,30 +36,31 @@
 //! lp.run(std::time::Duration::from_secs(3))?;
 //! # Ok::<(), std::io::Error>(())
 //! ```
+//!
+//! Linux-first: see the README's "Platforms" section for what is Linux-only.
 #![deny(missing_docs)]
 
 mod buffer;
 mod child;
 pub mod codec;
 mod config;
-mod conn;
 mod deadline;
 mod event_loop;
-mod handle;
+mod id;
 pub mod listener;
 mod mmsg;
+mod peer;
 pub mod ratelimit;
-mod service;
 pub mod services;
+mod stream;
 mod timer;
-mod udp;
 
 pub use buffer::OutBuf;
 pub use child::{ChildId, ChildStream};
 pub use config::Config;
 pub use deadline::Activity;
-pub use event_loop::{Bound, EventLoop, SourceId, Stats};
-pub use handle::Handle;
-pub use mio::Token;
-pub use service::{Context, DatagramService, Flow, Handler, Input, Reply, Service, TimerRequest};
-pub use udp::UdpStats;
+pub use event_loop::handler::{CloseReason, DatagramService, Flow, Handler, Input, Reply, Service, Timeout};
+pub use event_loop::{Bound, Context, EventLoop, Handle, Loop, Readiness, Receipt, SendError, Sent, Stats, UdpStats};
+pub use id::{SourceId, TimerId};
+pub use mio::Interest;
+pub use peer::PeerAddr;

@@ -1,11 +1,12 @@
 //! Deadlines for the loop: a binary heap ordered by instant, O(log n) per
 //! insert and per expiry.
 //!
-//! Timers are never cancelled. When one fires, the loop checks that its
-//! source still exists and still wants it (for example, that the connection is
-//! still lingering and its own deadline has passed); a stale timer, including
-//! one whose token now belongs to a newer source, is then a no-op. This keeps
-//! the heap free of back-pointers.
+//! Entries are never removed early. When one fires, the loop checks that its
+//! owner (named by slot key and serial, see `crate::id`) still exists and
+//! still wants it (for example, that the connection is still lingering and
+//! its own deadline has passed); a stale entry, including one whose slot now
+//! belongs to a newer source, is then a no-op. This keeps the heap free of
+//! back-pointers, and a cancelled loop timer costs nothing until it is due.
 //!
 //! Stale entries would pile up under connection churn (each closed
 //! connection leaves its idle deadline, up to 300 s away), so when the heap
@@ -18,8 +19,6 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Instant;
 
-use mio::Token;
-
 /// Why a timer was set.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum TimerKind {
@@ -31,16 +30,24 @@ pub(crate) enum TimerKind {
     Handler,
     /// A connection's message, idle or send deadline.
     Deadline,
+    /// An outbound connection's connect timeout.
+    Connect,
+    /// A loop-level timer (`Loop::after`, `Loop::every`); the key is the
+    /// timer's slot, not a source's.
+    Loop,
 }
+
+/// One heap entry: when, what for, and whose (slot key and serial).
+pub(crate) type Due = (Instant, TimerKind, usize, u64);
 
 #[derive(Debug, Default)]
 pub(crate) struct Timers {
-    heap: BinaryHeap<Reverse<(Instant, usize, TimerKind)>>,
+    heap: BinaryHeap<Reverse<Due>>,
 }
 
 impl Timers {
-    pub(crate) fn schedule(&mut self, at: Instant, token: Token, kind: TimerKind) {
-        self.heap.push(Reverse((at, token.0, kind)));
+    pub(crate) fn schedule(&mut self, at: Instant, kind: TimerKind, key: usize, serial: u64) {
+        self.heap.push(Reverse((at, kind, key, serial)));
     }
 
     /// Entries in the heap, live or stale.
@@ -49,22 +56,19 @@ impl Timers {
     }
 
     /// Keeps only the entries `keep` says are still wanted.
-    pub(crate) fn retain(&mut self, mut keep: impl FnMut(Instant, Token, TimerKind) -> bool) {
-        self.heap.retain(|Reverse((at, token, kind))| keep(*at, Token(*token), *kind));
+    pub(crate) fn retain(&mut self, mut keep: impl FnMut(&Due) -> bool) {
+        self.heap.retain(|Reverse(due)| keep(due));
     }
 
     /// The earliest deadline, if any.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.heap.peek().map(|Reverse((at, _, _))| *at)
+        self.heap.peek().map(|Reverse((at, ..))| *at)
     }
 
     /// Removes and returns one timer due at `now`, earliest first.
-    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<(Token, TimerKind)> {
+    pub(crate) fn pop_due(&mut self, now: Instant) -> Option<Due> {
         match self.heap.peek() {
-            Some(Reverse((at, _, _))) if *at <= now => {
-                let Reverse((_, token, kind)) = self.heap.pop()?;
-                Some((Token(token), kind))
-            }
+            Some(Reverse((at, ..))) if *at <= now => self.heap.pop().map(|Reverse(due)| due),
             _ => None,
         }
     }
@@ -79,13 +83,14 @@ mod tests {
     fn fires_in_deadline_order_and_only_when_due() {
         let t0 = Instant::now();
         let mut t = Timers::default();
-        t.schedule(t0 + Duration::from_millis(30), Token(3), TimerKind::Linger);
-        t.schedule(t0 + Duration::from_millis(10), Token(1), TimerKind::AcceptRetry);
-        assert_eq!(t.next_deadline(), Some(t0 + Duration::from_millis(10)));
+        let (a, b) = (t0 + Duration::from_millis(30), t0 + Duration::from_millis(10));
+        t.schedule(a, TimerKind::Linger, 3, 7);
+        t.schedule(b, TimerKind::AcceptRetry, 1, 2);
+        assert_eq!(t.next_deadline(), Some(b));
         assert_eq!(t.pop_due(t0), None);
         let later = t0 + Duration::from_millis(40);
-        assert_eq!(t.pop_due(later), Some((Token(1), TimerKind::AcceptRetry)));
-        assert_eq!(t.pop_due(later), Some((Token(3), TimerKind::Linger)));
+        assert_eq!(t.pop_due(later), Some((b, TimerKind::AcceptRetry, 1, 2)));
+        assert_eq!(t.pop_due(later), Some((a, TimerKind::Linger, 3, 7)));
         assert_eq!(t.pop_due(later), None);
     }
 }

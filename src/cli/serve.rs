@@ -16,8 +16,8 @@ use std::time::Duration;
 use clap::Args;
 use log::info;
 use wireloop::services::exec::ExecService;
-use wireloop::services::framed::{Framed, FramedConfig};
-use wireloop::services::handshake::{Handshake, HandshakeConfig};
+use wireloop::services::framed::FramedConfig;
+use wireloop::services::handshake::HandshakeConfig;
 use wireloop::{services, Bound, Config, EventLoop};
 
 use super::{parse_addr, Order};
@@ -79,8 +79,13 @@ fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr,
     let all: Vec<(&'static str, &'static str, SocketAddr, Install)> = vec![
         ("echo", "tcp", args.echo, Box::new(|lp, a| lp.listen(a, services::echo::service()))),
         ("udp-echo", "udp", args.udp_echo, Box::new(|lp, a| lp.bind_udp(a, services::udp_echo::answer))),
-        ("framed", "tcp", args.framed, Box::new(move |lp, a| lp.listen(a, move |_| Framed::new(framed)))),
-        ("handshake", "tcp", args.handshake, Box::new(move |lp, a| lp.listen(a, move |_| Handshake::new(handshake)))),
+        ("framed", "tcp", args.framed, Box::new(move |lp, a| lp.listen(a, services::framed::service(framed)))),
+        (
+            "handshake",
+            "tcp",
+            args.handshake,
+            Box::new(move |lp, a| lp.listen(a, services::handshake::service(handshake))),
+        ),
         ("files", "tcp", args.files.files, {
             let cfg = args.files.config();
             Box::new(move |lp, a| lp.listen(a, services::files::service(&cfg)?))

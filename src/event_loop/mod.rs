@@ -1,58 +1,73 @@
 //! The event loop: one thread, one `mio::Poll`, and a slab of sources.
 //!
 //! ```text
-//!  kernel ──readiness──▶ poll_once ──token = slab key──▶ Slab<Source>
-//!                           │                              ├ Listener ─accept─▶ new Conn
-//!                           │                              ├ Conn  ─read─▶ Handler ─▶ out ─write─▶
-//!                           │                              └ Udp   ─recv─▶ DatagramService ─▶ send/queue
+//!  kernel ──readiness──▶ poll_once ──token = slot + serial──▶ Slab<Source>
+//!                           │                                 ├ Listener ─accept─▶ new Conn ─▶ on_open
+//!                           │                                 ├ Conn   ─read─▶ Handler ─▶ out ─write─▶
+//!                           │                                 ├ Udp    ─recv─▶ DatagramService ─▶ send/queue
+//!                           │                                 ├ Pipe   ─read─▶ owner's Handler
+//!                           │                                 └ Custom ─────▶ the embedder's callback
+//!                           ├─▶ dirty: connections written to or closed from elsewhere, driven before the pass ends
 //!                           ├─▶ pending: sources whose budget ran out, run again next pass
-//!                           └─▶ timers: lingering deadlines, accept retries
-//!  Handle (Send + Clone) ──Waker──▶ stop / wake / run a task on the loop thread
+//!                           └─▶ timers: deadlines, lingering, connect timeouts, handler and loop timers
+//!  Handle (Send + Clone) ──Waker──▶ stop / wake / send / run a task on the loop thread
 //! ```
 //!
 //! Rules the loop keeps:
 //! * Readiness is edge-triggered: every source is read (or accepted, or
-//!   received) until `WouldBlock`, or until its per-event budget runs out, in
-//!   which case its token goes on the `pending` queue and is run again on the
-//!   next pass (with a zero poll timeout), so one busy peer cannot starve the
-//!   rest. `Interrupted` is retried everywhere.
-//! * An event whose token is not in the slab is ignored: its source already
-//!   closed. (A reused token may get one spurious event; every source
-//!   tolerates readiness that turns out to be `WouldBlock`.)
+//!   received) until `WouldBlock` (or a short read), or until its per-event
+//!   budget runs out, in which case its token goes on the `pending` queue and
+//!   is run again on the next pass (with a zero poll timeout), so one busy
+//!   peer cannot starve the rest. `Interrupted` is retried everywhere.
+//! * A token names a slot and the serial of what is in it (`crate::id`):
+//!   an event for a source that has closed, even one whose slot is reused,
+//!   is ignored.
 //! * After a handler runs, its output is written at once; `WRITABLE` interest
-//!   is registered only while bytes remain.
-//! * A connection that reaches `Closed` is deregistered and removed here, and
-//!   nowhere else.
+//!   is registered only while bytes remain. Output queued for *another*
+//!   connection ([`Loop::send`]) is written before the pass ends.
+//! * A connection that reaches `Closed` is deregistered and removed in
+//!   [`Loop::reclaim`], and nowhere else; its handler's `on_close` runs
+//!   there, once.
 //!
-//! Child processes and their pipes are glued in by `pipes.rs`; timers fire
-//! in `timers.rs`; graceful shutdown is `shutdown.rs`.
+//! Files: `ops.rs` (the [`Loop`] and its public operations), `dispatch.rs`
+//! (a connection's pass and every handler call), `conn.rs` (the state
+//! machine), `context.rs`, `handler.rs` (the callback traits), `udp.rs`,
+//! `pipes.rs` (children), `sources.rs` (any fd), `timers.rs`, `shutdown.rs`,
+//! `handle.rs` (other threads).
 
-use std::collections::VecDeque;
-use std::fmt;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::ops::{Deref, DerefMut};
 use std::time::{Duration, Instant};
 
 use log::{debug, trace, warn};
-use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token, Waker};
-
-use crate::handle::Handle;
-use slab::Slab;
+use mio::{Events, Poll, Token, Waker};
 
 use crate::buffer::OutBuf;
-use crate::child::{Children, PipeSource};
 use crate::config::Config;
-use crate::conn::{Conn, ConnState, Pass};
-use crate::listener;
+use crate::id::SourceId;
 use crate::mmsg::{RecvBatch, SendBatch};
-use crate::service::{DatagramService, Service};
-use crate::timer::{TimerKind, Timers};
-use crate::udp::{UdpSource, UdpStats};
 
+pub(crate) mod conn;
+mod context;
+mod dispatch;
+mod handle;
+pub(crate) mod handler;
+mod ops;
 mod pipes;
 mod shutdown;
+mod sources;
 mod timers;
+mod udp;
+
+pub use context::Context;
+pub use handle::{Handle, Receipt};
+pub use ops::{Loop, SendError, Sent};
+pub use udp::UdpStats;
+
+use conn::{Conn, ConnState};
+use handler::CloseReason;
+use ops::Source;
 
 const WAKER: Token = Token(usize::MAX);
 const SIGCHLD: Token = Token(usize::MAX - 1);
@@ -61,25 +76,47 @@ const REAP_FALLBACK: Duration = Duration::from_millis(500);
 /// Big enough for any UDP datagram over IPv4 (65,507 bytes of payload).
 const SCRATCH: usize = 64 * 1024;
 
-/// What an event (or a re-run) says a source may do.
-#[derive(Debug, Clone, Copy)]
-struct Ready {
-    readable: bool,
-    writable: bool,
-    /// The peer closed or errored: read until `WouldBlock` or EOF.
-    hup: bool,
+/// What an event said a source may do; handed to registered sources'
+/// callbacks ([`Loop::add_source`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Readiness {
+    /// Reading will not block (or will report EOF or an error).
+    pub readable: bool,
+    /// Writing will not block.
+    pub writable: bool,
+    /// The peer closed its writing side (EOF follows what is buffered).
+    pub read_closed: bool,
+    /// Our writing side is closed (the peer is gone).
+    pub write_closed: bool,
+    /// An error is pending on the source.
+    pub error: bool,
 }
 
-impl Ready {
+impl Readiness {
     /// A re-run from the pending queue: try everything, drain fully.
-    const ALL: Ready = Ready { readable: true, writable: true, hup: true };
-    /// Only write (after a timer or child output produced replies).
-    const WRITE: Ready = Ready { readable: false, writable: true, hup: false };
+    const ALL: Readiness =
+        Readiness { readable: true, writable: true, read_closed: true, write_closed: false, error: false };
+    /// Only write (output queued outside the connection's own pass).
+    const WRITE: Readiness =
+        Readiness { readable: false, writable: true, read_closed: false, write_closed: false, error: false };
+
+    fn of(ev: &mio::event::Event) -> Self {
+        Readiness {
+            readable: ev.is_readable(),
+            writable: ev.is_writable(),
+            read_closed: ev.is_read_closed(),
+            write_closed: ev.is_write_closed(),
+            error: ev.is_error(),
+        }
+    }
+
+    /// The peer closed or errored: read until `WouldBlock` or EOF.
+    pub(crate) fn hup(&self) -> bool {
+        self.read_closed || self.error
+    }
 }
 
-/// Identifies a listener, UDP socket or connection on one loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SourceId(pub usize);
+pub(crate) type Ready = Readiness;
 
 /// A socket the loop bound: its id and its real local address (the real port
 /// when port 0 was asked for).
@@ -94,9 +131,13 @@ pub struct Bound {
 /// Counters over the life of a loop.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Stats {
-    /// TCP connections accepted.
+    /// Connections accepted.
     pub accepted: u64,
-    /// TCP connections closed.
+    /// Outbound connections that opened.
+    pub connected: u64,
+    /// Outbound connections that failed to open.
+    pub connect_failed: u64,
+    /// Connections closed, for any reason.
     pub closed: u64,
     /// Connections closed by a socket error (reset, broken pipe).
     pub errors: u64,
@@ -108,20 +149,19 @@ pub struct Stats {
     pub timeouts: u64,
 }
 
-struct ListenerSource {
-    listener: TcpListener,
-    service: Box<dyn Service>,
-    paused: bool,
+/// Buffers the loop lends to whichever source it serves.
+struct Bufs {
+    scratch: Vec<u8>,
+    /// The output buffer lent to whichever connection is being served.
+    spare_out: OutBuf,
+    /// UDP receive slots and reply batch, made when the first datagram comes.
+    udp_batch: Option<(Box<RecvBatch>, SendBatch)>,
+    reply: Vec<u8>,
 }
 
-enum Source {
-    Listener(ListenerSource),
-    Conn(Conn),
-    Udp(UdpSource),
-    Pipe(PipeSource),
-}
-
-/// One thread's event loop. See the module docs for its rules.
+/// One thread's event loop, with shared state `S` that every callback
+/// reaches (`()` when there is none). It dereferences to [`Loop`], where
+/// the operations are: listen, connect, send, close, timers, sources.
 ///
 /// Serve the uppercase echo on a free port, driving the loop by hand while
 /// a client thread talks to it:
@@ -146,136 +186,44 @@ enum Source {
 /// assert_eq!(&client.join().unwrap(), b"STRASSE");
 /// # Ok::<(), std::io::Error>(())
 /// ```
-pub struct EventLoop {
+///
+/// Dropping a loop closes everything it holds: each open connection's
+/// handler hears `on_close` with [`CloseReason::Shutdown`], children's
+/// process groups are killed and reaped, and its signal handler is removed.
+pub struct EventLoop<S: 'static = ()> {
     poll: Poll,
     events: Option<Events>,
-    sources: Slab<Source>,
-    pending: VecDeque<Token>,
-    timers: Timers,
-    scratch: Vec<u8>,
-    /// The output buffer lent to whichever connection is being served.
-    spare_out: OutBuf,
-    /// UDP receive slots and reply batch, made when the first datagram comes.
-    udp_batch: Option<(Box<RecvBatch>, SendBatch)>,
-    reply: Vec<u8>,
-    cfg: Config,
-    handle: Handle,
-    stats: Stats,
-    children: Children,
+    bufs: Bufs,
+    core: Loop<S>,
     last_reap: Instant,
-    conns: usize,
-    /// The clock, read once when `poll` returns (and when timers fire).
-    now: Instant,
 }
 
-impl fmt::Debug for EventLoop {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("EventLoop")
-            .field("sources", &self.sources.len())
-            .field("stats", &self.stats)
-            .finish_non_exhaustive()
+impl<S> std::fmt::Debug for EventLoop<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.core.fmt(f)
     }
 }
 
-impl EventLoop {
-    /// Creates a loop with the given settings.
+impl EventLoop<()> {
+    /// Creates a loop with the given settings and no shared state.
     pub fn new(cfg: Config) -> io::Result<Self> {
+        EventLoop::with_state(cfg, ())
+    }
+}
+
+impl<S: 'static> EventLoop<S> {
+    /// Creates a loop whose callbacks share `state` (see [`Loop::state_mut`]).
+    pub fn with_state(cfg: Config, state: S) -> io::Result<Self> {
         let poll = Poll::new()?;
         let handle = Handle::new(Waker::new(poll.registry(), WAKER)?);
+        let registry = poll.registry().try_clone()?;
         Ok(EventLoop {
             poll,
             events: Some(Events::with_capacity(1024)),
-            sources: Slab::new(),
-            pending: VecDeque::new(),
-            timers: Timers::default(),
-            scratch: vec![0; SCRATCH],
-            spare_out: OutBuf::default(),
-            udp_batch: None,
-            reply: Vec::new(),
-            cfg,
-            handle,
-            stats: Stats::default(),
-            children: Children::default(),
+            bufs: Bufs { scratch: vec![0; SCRATCH], spare_out: OutBuf::default(), udp_batch: None, reply: Vec::new() },
+            core: Loop::new(registry, cfg, handle, state),
             last_reap: Instant::now(),
-            conns: 0,
-            now: Instant::now(),
         })
-    }
-
-    /// A handle for other threads.
-    pub fn handle(&self) -> Handle {
-        self.handle.clone()
-    }
-
-    /// The loop's settings.
-    pub fn config(&self) -> &Config {
-        &self.cfg
-    }
-
-    /// Counters so far.
-    pub fn stats(&self) -> Stats {
-        self.stats
-    }
-
-    /// Open TCP connections.
-    pub fn connections(&self) -> usize {
-        self.conns
-    }
-
-    /// Entries in the timer heap, live or stale (for monitoring: it stays
-    /// within a small multiple of the open sources).
-    pub fn timer_entries(&self) -> usize {
-        self.timers.len()
-    }
-
-    /// Counters of a UDP socket.
-    pub fn udp_stats(&self, id: SourceId) -> Option<UdpStats> {
-        match self.sources.get(id.0) {
-            Some(Source::Udp(u)) => Some(u.stats),
-            _ => None,
-        }
-    }
-
-    /// True once [`Handle::stop`] was called.
-    pub fn stop_requested(&self) -> bool {
-        self.handle.stop_requested()
-    }
-
-    /// Binds a TCP listener (with `SO_REUSEADDR`) and serves it with `service`.
-    pub fn listen(&mut self, addr: SocketAddr, service: impl Service + 'static) -> io::Result<Bound> {
-        let listener = listener::bind_tcp_with(addr, self.cfg.backlog, self.cfg.reuse_port)?;
-        self.add_listener(listener, Box::new(service))
-    }
-
-    /// Serves an already bound, non-blocking listener.
-    pub fn add_listener(&mut self, mut listener: TcpListener, service: Box<dyn Service>) -> io::Result<Bound> {
-        let addr = listener.local_addr()?;
-        let entry = self.sources.vacant_entry();
-        let token = Token(entry.key());
-        self.poll.registry().register(&mut listener, token, Interest::READABLE)?;
-        entry.insert(Source::Listener(ListenerSource { listener, service, paused: false }));
-        debug!("listener {} on {}", token.0, addr);
-        Ok(Bound { id: SourceId(token.0), addr })
-    }
-
-    /// Binds a UDP socket and serves it with `service`.
-    pub fn bind_udp(&mut self, addr: SocketAddr, service: impl DatagramService + 'static) -> io::Result<Bound> {
-        let socket = listener::bind_udp_with(addr, self.cfg.reuse_port)?;
-        let mut udp = UdpSource::new(socket, Box::new(service), self.cfg.udp_queue);
-        let addr = udp.local_addr()?;
-        let entry = self.sources.vacant_entry();
-        let token = Token(entry.key());
-        udp.register(self.poll.registry(), token)?;
-        entry.insert(Source::Udp(udp));
-        debug!("udp {} on {}", token.0, addr);
-        Ok(Bound { id: SourceId(token.0), addr })
-    }
-
-    /// Closes a listener or UDP socket (or aborts a connection).
-    pub fn remove(&mut self, id: SourceId) {
-        if self.sources.contains(id.0) {
-            self.close(Token(id.0));
-        }
     }
 
     /// Runs until [`Handle::stop`], then shuts down gracefully, giving
@@ -294,7 +242,7 @@ impl EventLoop {
         let timeout = self.effective_timeout(timeout);
         let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(1024));
         let polled = self.poll.poll(&mut events, timeout);
-        self.now = Instant::now();
+        self.core.now = Instant::now();
         if let Err(e) = polled {
             self.events = Some(events);
             return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
@@ -306,23 +254,25 @@ impl EventLoop {
                 continue;
             }
             if token == SIGCHLD {
-                self.children.drain_sigchld();
+                self.core.children.drain_sigchld();
                 self.reap_children();
                 continue;
             }
-            let hup = ev.is_read_closed() || ev.is_error();
-            let ready =
-                Ready { readable: ev.is_readable() || hup, writable: ev.is_writable() || ev.is_write_closed(), hup };
+            let mut ready = Readiness::of(ev);
+            let hup = ready.hup();
+            ready.readable |= hup;
+            ready.writable |= ready.write_closed;
             self.drive(token, ready);
         }
         self.events = Some(events);
-        for _ in 0..self.pending.len() {
-            if let Some(token) = self.pending.pop_front() {
-                self.drive(token, Ready::ALL);
+        for _ in 0..self.core.pending.len() {
+            if let Some(token) = self.core.pending.pop_front() {
+                self.drive(token, Readiness::ALL);
             }
         }
-        self.fire_timers();
-        if !self.children.is_empty() && self.last_reap.elapsed() >= REAP_FALLBACK {
+        self.core.fire_timers();
+        self.flush_dirty();
+        if !self.core.children.is_empty() && self.last_reap.elapsed() >= REAP_FALLBACK {
             // SIGCHLD can be missed (coalesced, or consumed elsewhere): poll too.
             self.reap_children();
         }
@@ -330,226 +280,220 @@ impl EventLoop {
     }
 
     fn effective_timeout(&self, timeout: Option<Duration>) -> Option<Duration> {
-        if !self.pending.is_empty() {
+        if !self.core.pending.is_empty() || !self.core.dirty.is_empty() {
             return Some(Duration::ZERO);
         }
-        let timeout = if self.children.is_empty() {
+        let timeout = if self.core.children.is_empty() {
             timeout
         } else {
             Some(timeout.map_or(REAP_FALLBACK, |t| t.min(REAP_FALLBACK)))
         };
-        match self.timers.next_deadline() {
+        match self.core.timers.next_deadline() {
             None => timeout,
             Some(at) => {
                 // The last pass's clock: at worst a pass's time late.
-                let until = at.saturating_duration_since(self.now);
+                let until = at.saturating_duration_since(self.core.now);
                 Some(timeout.map_or(until, |t| t.min(until)))
             }
         }
     }
 
     fn run_tasks(&mut self) {
-        let tasks = self.handle.take_tasks();
-        for task in tasks {
-            task(self);
+        for task in self.core.handle.take_tasks() {
+            task(&mut self.core);
+            self.flush_dirty();
         }
+    }
+
+    fn reap_children(&mut self) {
+        self.last_reap = Instant::now();
+        self.core.reap_children();
+        self.flush_dirty();
     }
 
     /// Serves one source. Stale tokens are ignored.
-    fn drive(&mut self, token: Token, ready: Ready) {
-        let Ready { readable, writable, hup } = ready;
-        let more = match self.sources.get(token.0) {
-            None => return,
-            Some(Source::Listener(_)) => readable && self.accept(token),
-            Some(Source::Conn(_)) => self.drive_conn(token, readable, hup),
-            Some(Source::Udp(_)) => self.drive_udp(token, readable, writable),
-            Some(Source::Pipe(_)) => self.drive_pipe(token),
+    fn drive(&mut self, token: Token, ready: Readiness) {
+        let Some(id) = self.core.id_of(token) else { return };
+        let Bufs { scratch, spare_out, udp_batch, reply } = &mut self.bufs;
+        let more = match self.core.get(id) {
+            None => false,
+            Some(Source::Listener(_)) => ready.readable && self.core.accept(id),
+            Some(Source::Conn(_)) => self.core.drive_conn(id, ready, scratch, spare_out),
+            Some(Source::Udp(_)) => {
+                let (recv, send) = udp_batch.get_or_insert_with(|| (RecvBatch::new(), SendBatch::default()));
+                self.core.drive_udp(id, ready, recv, send, reply)
+            }
+            Some(Source::Pipe(_)) => self.core.drive_pipe(id, scratch),
+            Some(Source::Custom(_)) => {
+                self.core.drive_custom(id, ready);
+                false
+            }
         };
         if more {
-            self.pending.push_back(token);
+            self.core.pending.push_back(token);
         }
+        self.flush_dirty();
     }
 
+    /// Drives every connection written to or closed from outside its own
+    /// pass, until none is left (driving one may touch others).
+    fn flush_dirty(&mut self) {
+        while !self.core.dirty.is_empty() {
+            let dirty = std::mem::take(&mut self.core.dirty);
+            for id in dirty {
+                let Bufs { scratch, spare_out, .. } = &mut self.bufs;
+                if self.core.drive_conn(id, Readiness::WRITE, scratch, spare_out) {
+                    self.core.pending.push_back(id.token());
+                }
+            }
+        }
+    }
+}
+
+impl<S> Deref for EventLoop<S> {
+    type Target = Loop<S>;
+    fn deref(&self) -> &Loop<S> {
+        &self.core
+    }
+}
+
+impl<S> DerefMut for EventLoop<S> {
+    fn deref_mut(&mut self) -> &mut Loop<S> {
+        &mut self.core
+    }
+}
+
+impl<S: 'static> Drop for EventLoop<S> {
+    fn drop(&mut self) {
+        // Close everything through the one removal path, so handlers hear
+        // `on_close` (unless this drop is part of a panic's unwinding, when
+        // running more user code could abort the process).
+        let quiet = std::thread::panicking();
+        let ids: Vec<SourceId> = self.core.sources.iter().map(|(k, e)| SourceId::new(k, e.serial)).collect();
+        for id in ids {
+            if let Ok(c) = self.core.conn_mut(id) {
+                c.close_with(CloseReason::Shutdown);
+                if quiet {
+                    c.handler = None;
+                }
+            }
+            self.core.reclaim(id);
+        }
+        // `Children`'s own drop kills and reaps what is left and removes
+        // the SIGCHLD handler.
+    }
+}
+
+impl<S: 'static> Loop<S> {
     /// Accepts until `WouldBlock`, the batch budget, or descriptor exhaustion.
-    fn accept(&mut self, token: Token) -> bool {
+    pub(crate) fn accept(&mut self, lid: SourceId) -> bool {
+        let (retry, max, nodelay) = (self.cfg.accept_retry, self.cfg.max_connections, self.cfg.nodelay);
         for _ in 0..self.cfg.batch_budget {
-            let Some(Source::Listener(l)) = self.sources.get_mut(token.0) else {
-                return false;
-            };
+            let conns = self.conns;
+            let Some(Source::Listener(l)) = self.get_mut(lid) else { return false };
             if l.paused {
                 return false;
             }
-            let (stream, peer) = match l.listener.accept() {
+            let (mut stream, peer) = match l.listener.accept() {
                 Ok(pair) => pair,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) if is_resource_exhaustion(&e) => {
                     // Stop accepting and retry on a timer (nginx's approach):
                     // neither a busy loop nor a stall.
-                    warn!("listener {}: accept failed ({e}); retrying in {:?}", token.0, self.cfg.accept_retry);
+                    warn!("listener {lid}: accept failed ({e}); retrying in {retry:?}");
                     l.paused = true;
                     self.stats.accept_pauses += 1;
-                    let at = Instant::now() + self.cfg.accept_retry;
-                    self.timers.schedule(at, token, TimerKind::AcceptRetry);
+                    let at = Instant::now() + retry;
+                    self.timers.schedule(at, crate::timer::TimerKind::AcceptRetry, lid.key, lid.serial);
                     return false;
                 }
                 Err(e) => {
-                    debug!("listener {}: accept error {e}", token.0);
+                    debug!("listener {lid}: accept error {e}");
                     continue;
                 }
             };
-            if self.conns >= self.cfg.max_connections {
-                // Best effort: the socket is new, so its buffer has room.
-                let _ = (&stream).write(b"error: too many connections, try again later\n");
+            if conns >= max {
+                // The service says what a refused peer gets (by default
+                // nothing): the loop writes no protocol bytes of its own.
+                let mut reply = Vec::new();
+                l.service.refuse(&peer, &mut reply);
+                if !reply.is_empty() {
+                    // Best effort: the socket is new, so its buffer has room.
+                    let _ = stream.write(&reply);
+                }
                 self.stats.refused += 1;
-                debug!("listener {}: refused {peer}: {} connections open", token.0, self.conns);
+                debug!("listener {lid}: refused {peer}: {conns} connections open");
                 continue;
             }
-            if let Err(e) = stream.set_nodelay(true) {
+            let handler = l.service.accept(peer.clone());
+            if let Err(e) = stream.set_nodelay(nodelay) {
                 debug!("set TCP_NODELAY for {peer}: {e}");
             }
-            let handler = l.service.accept(peer);
-            let entry = self.sources.vacant_entry();
-            let conn_token = Token(entry.key());
-            let mut conn = Conn::new(stream, peer, handler, self.now);
-            if let Err(e) = conn.register(self.poll.registry(), conn_token) {
-                warn!("registering a connection from {peer} failed: {e}");
+            let id = self.reserve();
+            let mut conn = Conn::new(id, stream, peer, handler, self.now);
+            if let Err(e) = conn.register(&self.registry) {
+                warn!("registering a connection from {} failed: {e}", conn.peer);
                 continue;
             }
-            entry.insert(Source::Conn(conn));
+            trace!("listener {lid}: accepted conn {id} from {}", conn.peer);
+            self.insert(id, Source::Conn(conn));
             self.conns += 1;
             self.stats.accepted += 1;
-            trace!("listener {}: accepted conn {} from {}", token.0, conn_token.0, peer);
+            self.open(id);
+            // Write what `on_open` produced and arm the idle deadline.
+            self.mark_dirty(id);
         }
         true
     }
 
-    /// Reads, lets the handler answer, writes at once, then settles state,
-    /// interest and removal. Returns true if the connection needs another pass.
-    fn drive_conn(&mut self, token: Token, readable: bool, drain: bool) -> bool {
-        let Some(Source::Conn(conn)) = self.sources.get_mut(token.0) else {
-            return false;
-        };
-        conn.now = self.now;
-        let mut more = false;
-        conn.lend_out(&mut self.spare_out);
-        let result = (|| -> io::Result<()> {
-            if readable {
-                more |= conn.read_ready(token, &mut self.scratch, &self.cfg, drain)? == Pass::More;
-            }
-            for round in 0..2 {
-                more |= conn.write_ready(token, &self.cfg)? == Pass::More;
-                let was_lingering = matches!(conn.state(), ConnState::Lingering { .. });
-                let after = conn.after_write(token, &self.cfg);
-                if let ConnState::Lingering { deadline, .. } = conn.state() {
-                    if !was_lingering {
-                        self.timers.schedule(deadline, token, TimerKind::Linger);
-                    }
-                }
-                if after == Pass::Idle {
-                    break;
-                }
-                if round == 1 {
-                    // Still changing: finish on the next pass, fairly.
-                    more = true;
-                    break;
-                }
-                // Reading resumed, or lingering began: read what is waiting,
-                // since no new edge will announce it.
-                more |= conn.read_ready(token, &mut self.scratch, &self.cfg, true)? == Pass::More;
-            }
-            if conn.state() == ConnState::Closed {
-                return Ok(());
-            }
-            if let Some(at) = conn.take_new_timer() {
-                self.timers.schedule(at, token, TimerKind::Handler);
-            }
-            if let Some(at) = conn.arm_deadline(&self.cfg.timeouts()) {
-                self.timers.schedule(at, token, TimerKind::Deadline);
-            }
-            conn.sync_interest(self.poll.registry(), token)
-        })();
-        conn.return_out(&mut self.spare_out);
-        let closed = conn.state() == ConnState::Closed;
-        let peer = conn.peer();
-        let requests = conn.take_children();
-        let resume_pipes = conn.has_children && conn.out_len() <= self.cfg.low_water;
-        if let Some(requests) = requests {
-            self.adopt_children(token, requests);
-        }
-        if resume_pipes && !closed {
-            self.resume_pipes(token);
-        }
-        match result {
-            Err(e) => {
-                debug!("conn {} ({}): {}", token.0, peer, e);
-                self.stats.errors += 1;
-                self.close(token);
-                false
-            }
-            Ok(()) if closed => {
-                self.close(token);
-                false
-            }
-            Ok(()) => more,
-        }
-    }
-
-    fn drive_udp(&mut self, token: Token, readable: bool, writable: bool) -> bool {
-        let Some(Source::Udp(udp)) = self.sources.get_mut(token.0) else {
-            return false;
-        };
-        let budget = self.cfg.batch_budget;
-        let mut more = false;
-        if writable || udp.has_queued() {
-            more |= udp.write_ready(token, budget) == Pass::More;
-        }
-        if readable {
-            let (recv, send) = self.udp_batch.get_or_insert_with(|| (RecvBatch::new(), SendBatch::default()));
-            match udp.read_ready(token, recv, send, &mut self.reply, budget) {
-                Ok(p) => more |= p == Pass::More,
-                Err(e) => warn!("udp {}: {e}", token.0),
-            }
-        }
-        if let Err(e) = udp.sync_interest(self.poll.registry(), token) {
-            warn!("udp {}: reregister failed: {e}", token.0);
-        }
-        more
-    }
-
-    /// Deregisters and removes a source. The one place sources leave the slab.
-    fn close(&mut self, token: Token) {
-        let Some(source) = self.sources.try_remove(token.0) else {
+    /// Deregisters and removes a source. The one place sources leave the
+    /// slab; a connection's handler hears `on_close` here, once.
+    pub(crate) fn reclaim(&mut self, id: SourceId) {
+        if self.get(id).is_none() {
             return;
-        };
-        let registry = self.poll.registry();
-        match source {
+        }
+        let Some(entry) = self.sources.try_remove(id.key) else { return };
+        match entry.source {
             Source::Conn(mut c) => {
-                c.deregister(registry);
+                c.deregister(&self.registry);
                 self.conns -= 1;
+                self.stats.closed += 1;
                 if self.timers.len() > 1024 + 4 * self.sources.len() {
                     self.compact_timers();
                 }
-                self.stats.closed += 1;
-                trace!("conn {}: closed ({})", token.0, c.peer());
+                let reason = if c.state() == ConnState::Closed { c.take_reason() } else { CloseReason::Shutdown };
+                trace!("conn {id}: closed ({}): {reason}", c.peer);
                 if c.has_children {
                     // Kill what it started; the children are still reaped later.
-                    for pipe in self.children.orphan(token) {
-                        self.close(pipe);
+                    for pipe in self.children.orphan(id) {
+                        self.reclaim(pipe);
                     }
+                }
+                for w in std::mem::take(&mut c.drain_waiters) {
+                    let _ = self.resume_reading(w);
+                }
+                let handler = c.handler.take();
+                drop(c);
+                if let Some(mut h) = handler {
+                    h.on_close(id, reason, self);
                 }
             }
             Source::Pipe(mut p) => {
-                p.deregister(registry);
-                trace!("pipe {}: closed (child {} {:?})", token.0, p.child.0, p.stream);
+                p.deregister(&self.registry);
+                trace!("pipe {id}: closed (child {} {:?})", p.child.0, p.stream);
             }
             Source::Listener(mut l) => {
-                let _ = registry.deregister(&mut l.listener);
-                debug!("listener {}: closed", token.0);
+                let _ = self.registry.deregister(l.listener.source());
+                debug!("listener {id}: closed");
             }
             Source::Udp(mut u) => {
-                u.deregister(registry);
-                debug!("udp {}: closed", token.0);
+                u.deregister(&self.registry);
+                debug!("udp {id}: closed");
+            }
+            Source::Custom(mut s) => {
+                s.deregister(&self.registry);
+                debug!("source {id}: removed");
             }
         }
     }

@@ -6,51 +6,62 @@ use std::io;
 use std::time::{Duration, Instant};
 
 use log::warn;
-use mio::Token;
 
-use super::{EventLoop, Ready, Source};
+use super::dispatch::Call;
+use super::handler::CloseReason;
+use super::ops::Source;
+use super::EventLoop;
+use crate::id::SourceId;
 
-impl EventLoop {
+impl<S: 'static> EventLoop<S> {
     /// Graceful shutdown: stop accepting; ask each handler whether it has a
     /// request in flight ([`crate::Handler::on_shutdown`]); let those finish
     /// and flush, for at most `grace`; then close everything, which kills
-    /// any child process groups still running.
+    /// any child process groups still running. Handlers of connections
+    /// closed by the shutdown hear [`CloseReason::Shutdown`].
     pub fn shutdown(&mut self, grace: Duration) -> io::Result<()> {
         let deadline = Instant::now() + grace;
-        let listeners: Vec<usize> =
-            self.sources.iter().filter(|(_, s)| matches!(s, Source::Listener(_))).map(|(k, _)| k).collect();
-        for key in listeners {
-            self.close(Token(key));
+        for id in self.ids(|s| matches!(s, Source::Listener(_))) {
+            self.reclaim(id);
         }
-        let conns: Vec<usize> =
-            self.sources.iter().filter(|(_, s)| matches!(s, Source::Conn(_))).map(|(k, _)| k).collect();
-        for key in conns {
-            if let Some(Source::Conn(c)) = self.sources.get_mut(key) {
+        for id in self.ids(|s| matches!(s, Source::Conn(_))) {
+            if let Ok(c) = self.conn_mut(id) {
                 c.now = Instant::now();
-                c.begin_shutdown(Token(key), &self.cfg);
+                c.set_reason(CloseReason::Shutdown);
             }
-            self.drive(Token(key), Ready::WRITE);
+            self.call_and_flush(id, Call::Shutdown);
+            if let Ok(c) = self.conn_mut(id) {
+                // No lingering at shutdown: flush, then close.
+                c.no_linger();
+            }
         }
+        self.flush_dirty();
         while self.has_unfinished() {
             let now = Instant::now();
             if now >= deadline {
-                warn!("shutdown: grace period over; closing {} connection(s) still busy", self.conns);
+                warn!("shutdown: grace period over; closing {} connection(s) still busy", self.connections());
                 break;
             }
             self.poll_once(Some(deadline - now))?;
         }
-        let keys: Vec<usize> = self.sources.iter().map(|(k, _)| k).collect();
-        for key in keys {
-            self.close(Token(key));
+        for id in self.ids(|_| true) {
+            if let Ok(c) = self.conn_mut(id) {
+                c.close_with(CloseReason::Shutdown);
+            }
+            self.reclaim(id);
         }
         Ok(())
     }
 
+    fn ids(&self, pick: impl Fn(&Source<S>) -> bool) -> Vec<SourceId> {
+        self.sources.iter().filter(|(_, e)| pick(&e.source)).map(|(k, e)| SourceId::new(k, e.serial)).collect()
+    }
+
     /// Connections still open (finishing, flushing or lingering) or UDP
     /// replies still queued.
-    pub(super) fn has_unfinished(&self) -> bool {
-        self.conns > 0
-            || self.sources.iter().any(|(_, s)| match s {
+    fn has_unfinished(&self) -> bool {
+        self.connections() > 0
+            || self.sources.iter().any(|(_, e)| match &e.source {
                 Source::Udp(u) => u.has_queued(),
                 _ => false,
             })

@@ -6,30 +6,31 @@
 //! ([`crate::codec::upper`]). At EOF they are passed through unchanged and the
 //! connection closes once everything is flushed (half-close works).
 
-use std::net::SocketAddr;
-
+use super::{Refusing, BUSY_LINE};
 use crate::codec::upper::upper_into;
-use crate::service::{Context, Flow, Handler, Input};
+use crate::PeerAddr;
+use crate::{Context, Flow, Handler, Input};
 
 /// One connection's uppercase echo.
 #[derive(Debug, Default)]
 pub struct UpperEcho;
 
-impl Handler for UpperEcho {
-    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+impl<S: 'static> Handler<S> for UpperEcho {
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         let used = cx.out().append(|out| upper_into(input.bytes(), false, out));
         input.consume(used);
         Flow::Continue
     }
 
-    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         let used = cx.out().append(|out| upper_into(input.bytes(), true, out));
         input.consume(used);
         Flow::Close
     }
 }
 
-/// The echo service: one [`UpperEcho`] per connection.
-pub fn service() -> impl FnMut(SocketAddr) -> UpperEcho {
-    |_peer| UpperEcho
+/// The echo service: one [`UpperEcho`] per connection; a peer refused at
+/// the connection limit gets [`BUSY_LINE`].
+pub fn service() -> Refusing<impl FnMut(PeerAddr) -> UpperEcho + Clone> {
+    Refusing::new(|_peer| UpperEcho, BUSY_LINE)
 }

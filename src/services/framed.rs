@@ -17,7 +17,7 @@ use log::debug;
 
 use super::error_line;
 use crate::codec::frame::{ByteOrder, FrameDecoder, DEFAULT_MAX_FRAME};
-use crate::service::{Context, Flow, Handler, Input};
+use crate::{Context, Flow, Handler, Input};
 
 /// Settings for the framed service.
 #[derive(Debug, Clone, Copy)]
@@ -47,15 +47,21 @@ impl Framed {
     }
 }
 
-impl Handler for Framed {
-    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+/// The framed service: one [`Framed`] per connection; a peer refused at the
+/// connection limit gets [`super::BUSY_LINE`].
+pub fn service(cfg: FramedConfig) -> super::Refusing<impl FnMut(crate::PeerAddr) -> Framed + Clone> {
+    super::Refusing::new(move |_peer| Framed::new(cfg), super::BUSY_LINE)
+}
+
+impl<S: 'static> Handler<S> for Framed {
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         loop {
             match self.decoder.decode(input.bytes()) {
                 Ok(Some(frame)) => {
                     let shown = &frame.payload[..frame.payload.len().min(32)];
                     debug!(
                         "framed {}: frame of {} bytes: {:?}",
-                        cx.token().0,
+                        cx.id(),
                         frame.payload.len(),
                         String::from_utf8_lossy(shown)
                     );
@@ -68,7 +74,7 @@ impl Handler for Framed {
         }
     }
 
-    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         match self.decoder.finish(input.bytes()) {
             Ok(()) => Flow::Close,
             Err(e) => error_line("framed", e, cx),

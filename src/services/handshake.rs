@@ -29,8 +29,8 @@ use log::{debug, trace};
 
 use super::error_line;
 use crate::codec::digits::{self, Length};
-use crate::service::{Context, Flow, Handler, Input};
 use crate::Activity;
+use crate::{Context, Flow, Handler, Input};
 
 /// Settings for the handshake service.
 #[derive(Debug, Clone, Copy)]
@@ -70,8 +70,8 @@ impl Handshake {
         Handshake { cfg, state: State::Length, logged: false }
     }
 
-    fn set_state(&mut self, cx: &mut Context<'_>, to: State) {
-        trace!("handshake {}: {:?} => {:?}", cx.token().0, self.state, to);
+    fn set_state<S: 'static>(&mut self, cx: &mut Context<'_, S>, to: State) {
+        trace!("handshake {}: {:?} => {:?}", cx.id(), self.state, to);
         // The body is consumed as it streams in, so say it is in progress:
         // the loop's absolute message deadline then covers it.
         cx.set_activity(if let State::Body { .. } = to { Activity::Receiving } else { Activity::Auto });
@@ -79,7 +79,7 @@ impl Handshake {
     }
 
     /// The length is known: answer `ready` (and `success` at once for 0).
-    fn announced(&mut self, len: Length, input: &mut Input<'_>, cx: &mut Context<'_>) {
+    fn announced<S: 'static>(&mut self, len: Length, input: &mut Input<'_>, cx: &mut Context<'_, S>) {
         input.consume(len.consumed);
         cx.clear_timer();
         cx.out().extend_from_slice(b"ready");
@@ -92,8 +92,14 @@ impl Handshake {
     }
 }
 
-impl Handler for Handshake {
-    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+/// The handshake service: one [`Handshake`] per connection; a peer refused
+/// at the connection limit gets [`super::BUSY_LINE`].
+pub fn service(cfg: HandshakeConfig) -> super::Refusing<impl FnMut(crate::PeerAddr) -> Handshake + Clone> {
+    super::Refusing::new(move |_peer| Handshake::new(cfg), super::BUSY_LINE)
+}
+
+impl<S: 'static> Handler<S> for Handshake {
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         loop {
             match self.state {
                 State::Length => match digits::decode(input.bytes(), self.cfg.max) {
@@ -116,7 +122,7 @@ impl Handler for Handshake {
                     if !self.logged {
                         self.logged = true;
                         let shown = &avail[..take.min(32)];
-                        debug!("handshake {}: message starts {:?}", cx.token().0, String::from_utf8_lossy(shown));
+                        debug!("handshake {}: message starts {:?}", cx.id(), String::from_utf8_lossy(shown));
                     }
                     input.consume(take);
                     let remaining = remaining - take as u64;
@@ -132,7 +138,7 @@ impl Handler for Handshake {
         }
     }
 
-    fn on_timer(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+    fn on_timer(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         if self.state != State::Length || input.bytes().is_empty() {
             return Flow::Continue;
         }
@@ -146,7 +152,7 @@ impl Handler for Handshake {
         }
     }
 
-    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         match self.state {
             State::Length if input.bytes().is_empty() => Flow::Close,
             State::Length => error_line("handshake", "connection closed in the middle of the length", cx),

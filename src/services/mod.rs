@@ -3,14 +3,48 @@
 
 use std::fmt::Display;
 
-use crate::service::{Context, Flow};
+use crate::{Context, Flow, Handler, PeerAddr, Service};
 
 /// The line-protocol services' one way to refuse a peer (`framed`,
 /// `handshake`): an `error: <reason>` line, then close after flushing it.
-pub(crate) fn error_line(service: &str, why: impl Display, cx: &mut Context<'_>) -> Flow {
-    log::debug!("{service} {} ({}): {}", cx.token().0, cx.peer(), why);
+pub(crate) fn error_line<S: 'static>(service: &str, why: impl Display, cx: &mut Context<'_, S>) -> Flow {
+    log::debug!("{service} {} ({}): {}", cx.id(), cx.peer(), why);
     cx.out().extend_from_slice(format!("error: {why}\n").as_bytes());
     Flow::Close
+}
+
+/// What the line services (`echo`, `framed`, `handshake`) send a peer
+/// refused at the connection limit.
+pub const BUSY_LINE: &[u8] = b"error: too many connections, try again later\n";
+
+/// A service made of a handler constructor and the bytes a peer refused at
+/// `Config::max_connections` gets, in the protocol's own format (each
+/// service here builds one; see `Service::refuse`).
+#[derive(Debug, Clone)]
+pub struct Refusing<F> {
+    make: F,
+    busy: Vec<u8>,
+}
+
+impl<F> Refusing<F> {
+    /// Makes handlers with `make`; refused peers get `busy`.
+    pub fn new(make: F, busy: impl Into<Vec<u8>>) -> Self {
+        Refusing { make, busy: busy.into() }
+    }
+}
+
+impl<S, F, H> Service<S> for Refusing<F>
+where
+    F: FnMut(PeerAddr) -> H,
+    H: Handler<S> + 'static,
+{
+    fn accept(&mut self, peer: PeerAddr) -> Box<dyn Handler<S>> {
+        Box::new((self.make)(peer))
+    }
+
+    fn refuse(&mut self, _peer: &PeerAddr, reply: &mut Vec<u8>) {
+        reply.extend_from_slice(&self.busy);
+    }
 }
 
 pub mod echo;

@@ -69,7 +69,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use log::{debug, trace};
 
 use crate::ratelimit::{RateConfig, RateLimiter, Verdict};
-use crate::service::{DatagramService, Reply};
+use crate::{DatagramService, Reply};
 
 /// Length of an NTP packet without extensions.
 pub const PACKET_LEN: usize = 48;

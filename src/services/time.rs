@@ -60,7 +60,7 @@ use chrono::{DateTime, Local, TimeZone};
 use log::{debug, trace};
 
 use crate::ratelimit::{RateConfig, RateLimiter, Verdict};
-use crate::service::{DatagramService, Reply};
+use crate::{DatagramService, Reply};
 
 /// The format an empty datagram stands for (Python's
 /// `time.strftime('%Y-%m-%d %X')` shape: `2026-11-25 18:49:19`).

@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 
 use crate::codec::upper::upper_into;
-use crate::service::Reply;
+use crate::Reply;
 
 /// Answers one datagram.
 pub fn answer(data: &[u8], _peer: SocketAddr, reply: &mut Vec<u8>) -> Reply {

@@ -35,8 +35,8 @@ use serde_json::{Map, Value};
 
 use crate::codec::frame::ByteOrder;
 use crate::codec::header::{HeaderDecoder, Item, DEFAULT_MAX_HEADER};
-use crate::service::{Context, Flow, Handler, Input};
 use crate::{Activity, ChildId, ChildStream};
+use crate::{Context, Flow, Handler, Input};
 use proto::Outcome;
 
 /// Settings for the command runner.
@@ -104,9 +104,15 @@ impl ExecService {
     }
 }
 
-impl crate::Service for ExecService {
-    fn accept(&mut self, _peer: std::net::SocketAddr) -> Box<dyn Handler> {
+impl<S: 'static> crate::Service<S> for ExecService {
+    fn accept(&mut self, _peer: crate::PeerAddr) -> Box<dyn Handler<S>> {
         Box::new(self.handler())
+    }
+
+    /// A peer refused at the connection limit gets one error message in the
+    /// protocol's own frame.
+    fn refuse(&mut self, _peer: &crate::PeerAddr, reply: &mut Vec<u8>) {
+        proto::encode_error(reply, "too many connections, try again later");
     }
 }
 
@@ -140,12 +146,12 @@ pub struct Exec {
 }
 
 impl Exec {
-    fn set_state(&mut self, cx: &mut Context<'_>, to: State) {
+    fn set_state<S: 'static>(&mut self, cx: &mut Context<'_, S>, to: State) {
         let name = |s: &State| match s {
             State::Idle => "Idle".to_string(),
             State::Running(r) => format!("Running(child {})", r.child.0),
         };
-        trace!("exec {}: {} => {}", cx.token().0, name(&self.state), name(&to));
+        trace!("exec {}: {} => {}", cx.id(), name(&self.state), name(&to));
         if let (State::Running(_), State::Idle) = (self.state, to) {
             self.running.set(self.running.get().saturating_sub(1));
         }
@@ -155,7 +161,7 @@ impl Exec {
     }
 
     /// Validates a request and starts its command, or answers with an error.
-    fn start(&mut self, header: &Map<String, Value>, cx: &mut Context<'_>) {
+    fn start<S: 'static>(&mut self, header: &Map<String, Value>, cx: &mut Context<'_, S>) {
         let req = match proto::parse_request(header) {
             Ok(r) => r,
             Err(e) => return self.error(cx, &format!("bad request: {e}")),
@@ -163,7 +169,7 @@ impl Exec {
         if let Some(want) = &self.cfg.token {
             let given = req.token.as_deref().unwrap_or("");
             if !proto::constant_time_eq(given.as_bytes(), want.as_bytes()) {
-                warn!("exec {} ({}): request with a wrong or missing token refused", cx.token().0, cx.peer());
+                warn!("exec {} ({}): request with a wrong or missing token refused", cx.id(), cx.peer());
                 return self.error(cx, "bad token: this server needs the right \"token\" in each request");
             }
         }
@@ -182,7 +188,7 @@ impl Exec {
             Err(e) => return self.error(cx, &format!("cannot start the command: {e}")),
         };
         let timeout = req.timeout.unwrap_or(self.cfg.default_timeout).min(self.cfg.max_timeout);
-        info!("exec {} ({}): child {} runs {:?} (timeout {:?})", cx.token().0, cx.peer(), child.0, req.cmd, timeout);
+        info!("exec {} ({}): child {} runs {:?} (timeout {:?})", cx.id(), cx.peer(), child.0, req.cmd, timeout);
         cx.set_timer(timeout);
         self.running.set(self.running.get() + 1);
         let run =
@@ -190,14 +196,14 @@ impl Exec {
         self.set_state(cx, State::Running(run));
     }
 
-    fn error(&mut self, cx: &mut Context<'_>, msg: &str) {
-        debug!("exec {} ({}): {}", cx.token().0, cx.peer(), msg);
+    fn error<S: 'static>(&mut self, cx: &mut Context<'_, S>, msg: &str) {
+        debug!("exec {} ({}): {}", cx.id(), cx.peer(), msg);
         cx.out().append(|out| proto::encode_error(out, msg));
     }
 }
 
-impl Handler for Exec {
-    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+impl<S: 'static> Handler<S> for Exec {
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         // One request at a time: a pipelined next request waits, unconsumed,
         // until the running one has ended.
         while self.state == State::Idle {
@@ -222,12 +228,12 @@ impl Handler for Exec {
         Flow::Continue
     }
 
-    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         if let State::Running(run) = self.state {
             // A FIN looks the same whether the client half-closed or went
             // away, and a silent command would never write to find out. So
             // EOF cancels: closing the connection kills the process group.
-            debug!("exec {}: client closed while child {} runs; cancelling it", cx.token().0, run.child.0);
+            debug!("exec {}: client closed while child {} runs; cancelling it", cx.id(), run.child.0);
             return Flow::Close;
         }
         if let Err(e) = self.decoder.finish(input.bytes()) {
@@ -236,7 +242,7 @@ impl Handler for Exec {
         Flow::Close
     }
 
-    fn on_child_output(&mut self, child: ChildId, stream: ChildStream, data: &[u8], cx: &mut Context<'_>) -> Flow {
+    fn on_child_output(&mut self, child: ChildId, stream: ChildStream, data: &[u8], cx: &mut Context<'_, S>) -> Flow {
         let State::Running(mut run) = self.state else { return Flow::Continue };
         if run.child != child || run.truncated {
             return Flow::Continue;
@@ -248,7 +254,7 @@ impl Handler for Exec {
             run.forwarded += take as u64;
         }
         if take < data.len() {
-            debug!("exec {}: child {} passed the output cap; killing it", cx.token().0, child.0);
+            debug!("exec {}: child {} passed the output cap; killing it", cx.id(), child.0);
             run.truncated = true;
             cx.signal_child(child, libc::SIGKILL);
         }
@@ -261,7 +267,7 @@ impl Handler for Exec {
         child: ChildId,
         status: ExitStatus,
         input: &mut Input<'_>,
-        cx: &mut Context<'_>,
+        cx: &mut Context<'_, S>,
     ) -> Flow {
         let State::Running(run) = self.state else { return Flow::Continue };
         if run.child != child {
@@ -277,7 +283,7 @@ impl Handler for Exec {
         self.on_data(input, cx)
     }
 
-    fn on_shutdown(&mut self, _input: &mut Input<'_>, _cx: &mut Context<'_>) -> Flow {
+    fn on_shutdown(&mut self, _input: &mut Input<'_>, _cx: &mut Context<'_, S>) -> Flow {
         // A running command may finish within the server's grace period.
         self.stopping = true;
         match self.state {
@@ -286,16 +292,16 @@ impl Handler for Exec {
         }
     }
 
-    fn on_timer(&mut self, _input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+    fn on_timer(&mut self, _input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         let State::Running(mut run) = self.state else { return Flow::Continue };
         if !run.term_sent {
-            debug!("exec {}: child {} timed out; SIGTERM to its group", cx.token().0, run.child.0);
+            debug!("exec {}: child {} timed out; SIGTERM to its group", cx.id(), run.child.0);
             run.timed_out = true;
             run.term_sent = true;
             cx.signal_child(run.child, libc::SIGTERM);
             cx.set_timer(self.cfg.kill_grace);
         } else {
-            debug!("exec {}: child {} still there after the grace period; SIGKILL", cx.token().0, run.child.0);
+            debug!("exec {}: child {} still there after the grace period; SIGKILL", cx.id(), run.child.0);
             cx.signal_child(run.child, libc::SIGKILL);
             cx.set_timer(self.cfg.kill_grace);
         }

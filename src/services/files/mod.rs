@@ -55,7 +55,6 @@ mod transfer;
 
 use std::fs::File;
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::Duration;
@@ -67,10 +66,11 @@ use serde_json::{Map, Value};
 use self::proto::{announced_body, Reply, Request};
 use self::rate::MinRate;
 use self::storage::{clean_name, hex, read_chunk_at, PartialInfo, Store, Upload, UploadSpec, CHUNK};
+use super::Refusing;
 use crate::codec::frame::ByteOrder;
 use crate::codec::header::{HeaderDecoder, Item, DEFAULT_MAX_HEADER};
 use crate::deadline::Activity;
-use crate::service::{Context, Flow, Handler, Input};
+use crate::{Context, Flow, Handler, Input, PeerAddr};
 
 /// Default slowest accepted upload body, bytes per second ([`FilesConfig::min_rate`]).
 pub const DEFAULT_MIN_RATE: u64 = 500;
@@ -111,11 +111,15 @@ impl Default for FilesConfig {
 
 /// Opens the store (creating the root, sweeping old partial files) and
 /// returns a [`crate::Service`] making one [`Files`] handler per connection.
-pub fn service(cfg: &FilesConfig) -> io::Result<impl FnMut(SocketAddr) -> Files> {
+/// A peer refused at the connection limit gets one error reply in the
+/// protocol's own frame.
+pub fn service(cfg: &FilesConfig) -> io::Result<Refusing<impl FnMut(PeerAddr) -> Files>> {
     let store = Rc::new(Store::open(&cfg.root, cfg.max_size, cfg.partial_max_age)?);
     info!("files: storing under {}", store.root().display());
     let (max_header, rate) = (cfg.max_header, MinRate::new(cfg.min_rate, cfg.rate_window));
-    Ok(move |peer| Files::with_rate(Rc::clone(&store), max_header, peer, rate.clone()))
+    let mut busy = Vec::new();
+    Reply::error("too many connections, try again later").encode(&mut busy);
+    Ok(Refusing::new(move |peer| Files::with_rate(Rc::clone(&store), max_header, peer, rate.clone()), busy))
 }
 
 /// An upload being received (or verified).
@@ -193,7 +197,7 @@ pub struct Files {
     state: State,
     /// Name of a state taken out with `take`, for the next trace line.
     taken: Option<&'static str>,
-    peer: SocketAddr,
+    peer: PeerAddr,
     eof: bool,
     buf: Vec<u8>,
     /// Body bytes per window while an upload streams in.
@@ -204,11 +208,11 @@ impl Files {
     /// A connection from `peer` on `store`, refusing headers over `max_header`,
     /// with the default minimum upload rate ([`DEFAULT_MIN_RATE`] over
     /// [`DEFAULT_RATE_WINDOW`]).
-    pub fn new(store: Rc<Store>, max_header: usize, peer: SocketAddr) -> Files {
+    pub fn new(store: Rc<Store>, max_header: usize, peer: PeerAddr) -> Files {
         Files::with_rate(store, max_header, peer, MinRate::new(DEFAULT_MIN_RATE, DEFAULT_RATE_WINDOW))
     }
 
-    fn with_rate(store: Rc<Store>, max_header: usize, peer: SocketAddr, rate: MinRate) -> Files {
+    fn with_rate(store: Rc<Store>, max_header: usize, peer: PeerAddr, rate: MinRate) -> Files {
         Files {
             store,
             decoder: HeaderDecoder::new(ByteOrder::Little, max_header),
@@ -237,13 +241,13 @@ impl Files {
         s
     }
 
-    fn reply(&mut self, r: &Reply, cx: &mut Context<'_>) {
+    fn reply<S: 'static>(&mut self, r: &Reply, cx: &mut Context<'_, S>) {
         cx.out().append(|v| r.encode(v));
     }
 
     /// Sends an error. With no body announced the connection stays usable;
     /// otherwise it closes (lingering, so the reply is not lost to a reset).
-    fn refuse(&mut self, why: String, body: Option<u64>, cx: &mut Context<'_>) -> Flow {
+    fn refuse<S: 'static>(&mut self, why: String, body: Option<u64>, cx: &mut Context<'_, S>) -> Flow {
         debug!("files {}: refused: {why}", self.peer);
         self.reply(&Reply::error(why), cx);
         if body == Some(0) {
@@ -254,7 +258,7 @@ impl Files {
     }
 
     /// An error after which the stream cannot continue.
-    fn fail(&mut self, why: String, cx: &mut Context<'_>) -> Flow {
+    fn fail<S: 'static>(&mut self, why: String, cx: &mut Context<'_, S>) -> Flow {
         debug!("files {}: closing: {why}", self.peer);
         self.reply(&Reply::error(why), cx);
         self.take();
@@ -263,7 +267,7 @@ impl Files {
     }
 
     /// Decodes and serves requests while the state can take input.
-    fn pump(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+    fn pump<S: 'static>(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         loop {
             if !matches!(self.state, State::Idle | State::Receiving(_)) {
                 return Flow::Continue;
@@ -294,7 +298,7 @@ impl Files {
 
     /// Serves a header, then tells the decoder its body length: the
     /// accepted upload's `file_size - offset`, otherwise 0.
-    fn on_header(&mut self, map: Map<String, Value>, cx: &mut Context<'_>) -> Flow {
+    fn on_header<S: 'static>(&mut self, map: Map<String, Value>, cx: &mut Context<'_, S>) -> Flow {
         let flow = self.serve_header(map, cx);
         let body = match &self.state {
             State::Receiving(r) => r.up.file_size() - r.up.written(),
@@ -304,7 +308,7 @@ impl Files {
         flow
     }
 
-    fn serve_header(&mut self, map: Map<String, Value>, cx: &mut Context<'_>) -> Flow {
+    fn serve_header<S: 'static>(&mut self, map: Map<String, Value>, cx: &mut Context<'_, S>) -> Flow {
         let body = announced_body(&map);
         let req = match proto::parse(&map) {
             Ok(r) => r,
@@ -392,7 +396,7 @@ impl Files {
         }
     }
 
-    fn on_body(&mut self, chunk: &[u8], cx: &mut Context<'_>) -> Flow {
+    fn on_body<S: 'static>(&mut self, chunk: &[u8], cx: &mut Context<'_, S>) -> Flow {
         let State::Receiving(r) = &mut self.state else {
             return self.fail("internal error: body bytes outside an upload".into(), cx);
         };
@@ -419,7 +423,7 @@ impl Files {
     }
 
     /// Hashes one more chunk of a resumed upload's prefix from disk.
-    fn catch_up(&mut self, cx: &mut Context<'_>) -> Flow {
+    fn catch_up<S: 'static>(&mut self, cx: &mut Context<'_, S>) -> Flow {
         let (State::Receiving(r) | State::Verifying(r)) = &mut self.state else {
             return Flow::Continue;
         };
@@ -436,7 +440,7 @@ impl Files {
         }
     }
 
-    fn on_body_end(&mut self, cx: &mut Context<'_>) -> Flow {
+    fn on_body_end<S: 'static>(&mut self, cx: &mut Context<'_, S>) -> Flow {
         match self.take() {
             State::Receiving(r) if r.hashed < r.up.written() => {
                 self.set_state(State::Verifying(r));
@@ -453,7 +457,7 @@ impl Files {
     }
 
     /// Compares the MD5 and commits or discards the upload.
-    fn finish(&mut self, r: Receive, cx: &mut Context<'_>) -> Flow {
+    fn finish<S: 'static>(&mut self, r: Receive, cx: &mut Context<'_, S>) -> Flow {
         let got = hex(&r.md5.finalize());
         let (name, size) = (r.up.name().to_string(), r.up.written());
         let reply = if got != r.expected {
@@ -503,7 +507,7 @@ fn stat_reply(name: String, complete: Option<(u64, String)>, partial: Option<Par
 }
 
 impl Files {
-    fn data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+    fn data<S: 'static>(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         if matches!(self.state, State::Closing) {
             input.consume(input.bytes().len());
             return Flow::Close;
@@ -511,7 +515,7 @@ impl Files {
         self.pump(input, cx)
     }
 
-    fn drain(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+    fn drain<S: 'static>(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         let flow = match &self.state {
             State::Sending(_) => self.send_chunk(cx),
             State::Hashing(_) => self.hash_step(cx),
@@ -535,7 +539,7 @@ impl Files {
         self.pump(input, cx)
     }
 
-    fn peer_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+    fn peer_eof<S: 'static>(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         self.eof = true;
         match &self.state {
             State::Receiving(r) => {
@@ -570,26 +574,26 @@ fn activity(state: &State) -> Activity {
     }
 }
 
-impl Handler for Files {
-    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+impl<S: 'static> Handler<S> for Files {
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         let flow = self.data(input, cx);
         cx.set_activity(activity(&self.state));
         flow
     }
 
-    fn on_drain(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+    fn on_drain(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         let flow = self.drain(input, cx);
         cx.set_activity(activity(&self.state));
         flow
     }
 
-    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         let flow = self.peer_eof(input, cx);
         cx.set_activity(activity(&self.state));
         flow
     }
 
-    fn on_timer(&mut self, _input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+    fn on_timer(&mut self, _input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         let flow = self.rate_check(cx);
         cx.set_activity(activity(&self.state));
         flow

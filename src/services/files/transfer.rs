@@ -6,14 +6,14 @@
 use super::*;
 
 impl Files {
-    pub(super) fn start_hash(&mut self, h: Hash, cx: &mut Context<'_>) -> Flow {
+    pub(super) fn start_hash<S: 'static>(&mut self, h: Hash, cx: &mut Context<'_, S>) -> Flow {
         self.set_state(State::Hashing(h));
         cx.notify_on_drain();
         Flow::Continue
     }
 
     /// One chunk of a finished file's MD5; at the end, the reply.
-    pub(super) fn hash_step(&mut self, cx: &mut Context<'_>) -> Flow {
+    pub(super) fn hash_step<S: 'static>(&mut self, cx: &mut Context<'_, S>) -> Flow {
         let State::Hashing(h) = &mut self.state else { return Flow::Continue };
         let want = usize::try_from(h.size - h.pos).unwrap_or(CHUNK).min(CHUNK);
         if want > 0 {
@@ -52,14 +52,14 @@ impl Files {
         }
     }
 
-    pub(super) fn start_send(
+    pub(super) fn start_send<S: 'static>(
         &mut self,
         name: String,
         file: File,
         size: u64,
         md5: String,
         offset: u64,
-        cx: &mut Context<'_>,
+        cx: &mut Context<'_, S>,
     ) -> Flow {
         debug!("files {}: sending {name} from {offset} of {size}", self.peer);
         let r =
@@ -70,7 +70,7 @@ impl Files {
     }
 
     /// Appends the next chunk of a download straight into the output buffer.
-    pub(super) fn send_chunk(&mut self, cx: &mut Context<'_>) -> Flow {
+    pub(super) fn send_chunk<S: 'static>(&mut self, cx: &mut Context<'_, S>) -> Flow {
         let State::Sending(s) = &mut self.state else { return Flow::Continue };
         let want = usize::try_from(s.end - s.pos).unwrap_or(CHUNK).min(CHUNK);
         if want > 0 {
@@ -94,7 +94,7 @@ impl Files {
     }
 
     /// A rate window ended: the upload goes on or is ended as too slow.
-    pub(super) fn rate_check(&mut self, cx: &mut Context<'_>) -> Flow {
+    pub(super) fn rate_check<S: 'static>(&mut self, cx: &mut Context<'_, S>) -> Flow {
         let State::Receiving(r) = &self.state else { return Flow::Continue };
         match self.rate.end_window() {
             Ok(next) => {

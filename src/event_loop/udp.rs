@@ -19,11 +19,14 @@ use std::os::fd::AsRawFd;
 
 use log::{debug, trace};
 use mio::net::UdpSocket;
-use mio::{Interest, Registry, Token};
+use mio::{Interest, Registry};
 
-use crate::conn::Pass;
+use super::conn::Pass;
+use super::handler::{DatagramService, Reply};
+use super::ops::{Loop, Source};
+use super::Readiness;
+use crate::id::SourceId;
 use crate::mmsg::{RecvBatch, SendBatch, BATCH};
-use crate::service::{DatagramService, Reply};
 
 /// Counters for one UDP socket.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -57,8 +60,8 @@ impl UdpSource {
         UdpSource { socket, service, queue: VecDeque::new(), queue_limit, writable: false, stats: UdpStats::default() }
     }
 
-    pub(crate) fn register(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
-        registry.register(&mut self.socket, token, Interest::READABLE)
+    pub(crate) fn register(&mut self, registry: &Registry, id: SourceId) -> io::Result<()> {
+        registry.register(&mut self.socket, id.token(), Interest::READABLE)
     }
 
     pub(crate) fn deregister(&mut self, registry: &Registry) {
@@ -78,7 +81,7 @@ impl UdpSource {
     /// sends their replies (see `mmsg.rs`).
     pub(crate) fn read_ready(
         &mut self,
-        token: Token,
+        id: SourceId,
         recv: &mut RecvBatch,
         send: &mut SendBatch,
         reply: &mut Vec<u8>,
@@ -93,7 +96,7 @@ impl UdpSource {
                 Err(e) => {
                     // ICMP errors surface here on some systems; they concern
                     // one peer, not the socket.
-                    debug!("udp {}: recv error: {}", token.0, e);
+                    debug!("udp {}: recv error: {}", id, e);
                     continue;
                 }
             };
@@ -101,13 +104,13 @@ impl UdpSource {
                 let (data, peer) = recv.datagram(i);
                 let Some(peer) = peer else { continue };
                 self.stats.received += 1;
-                trace!("udp {}: {} bytes from {}", token.0, data.len(), peer);
+                trace!("udp {}: {} bytes from {}", id, data.len(), peer);
                 reply.clear();
                 if self.service.on_datagram(data, peer, reply) == Reply::Send {
                     send.push_reply(peer, reply);
                 }
             }
-            self.flush_batch(token, send);
+            self.flush_batch(id, send);
             if n < BATCH {
                 // Emptied: a later datagram raises a new edge.
                 return Ok(Pass::Idle);
@@ -118,7 +121,7 @@ impl UdpSource {
 
     /// Sends the batched replies with `sendmmsg`; whatever the kernel does
     /// not take now goes to the queue, in order.
-    fn flush_batch(&mut self, token: Token, send: &mut SendBatch) {
+    fn flush_batch(&mut self, id: SourceId, send: &mut SendBatch) {
         let fd = self.socket.as_raw_fd();
         let mut next = 0;
         while next < send.replies_len() && self.queue.is_empty() {
@@ -131,7 +134,7 @@ impl UdpSource {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // The first reply failed (e.g. an unreachable peer): skip it.
-                    debug!("udp {}: send to {} failed: {}", token.0, send.reply(next).0, e);
+                    debug!("udp {}: send to {} failed: {}", id, send.reply(next).0, e);
                     self.stats.send_errors += 1;
                     next += 1;
                 }
@@ -139,32 +142,32 @@ impl UdpSource {
         }
         for i in next..send.replies_len() {
             let (peer, bytes) = send.reply(i);
-            self.enqueue(token, peer, bytes);
+            self.enqueue(id, peer, bytes);
         }
         send.clear_replies();
     }
 
-    fn enqueue(&mut self, token: Token, peer: SocketAddr, reply: &[u8]) {
+    fn enqueue(&mut self, id: SourceId, peer: SocketAddr, reply: &[u8]) {
         if self.queue.len() >= self.queue_limit {
             self.stats.dropped += 1;
-            debug!("udp {}: send queue full, reply to {} dropped", token.0, peer);
+            debug!("udp {}: send queue full, reply to {} dropped", id, peer);
             return;
         }
         self.queue.push_back((peer, reply.to_vec()));
     }
 
-    fn send(&mut self, token: Token, peer: SocketAddr, bytes: &[u8]) -> Sent {
+    fn send(&mut self, id: SourceId, peer: SocketAddr, bytes: &[u8]) -> Sent {
         loop {
             match self.socket.send_to(bytes, peer) {
                 Ok(n) => {
-                    trace!("udp {}: sent {} bytes to {}", token.0, n, peer);
+                    trace!("udp {}: sent {} bytes to {}", id, n, peer);
                     self.stats.sent += 1;
                     return Sent::Done;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Sent::Blocked,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    debug!("udp {}: send to {} failed: {}", token.0, peer, e);
+                    debug!("udp {}: send to {} failed: {}", id, peer, e);
                     self.stats.send_errors += 1;
                     return Sent::Done;
                 }
@@ -173,12 +176,12 @@ impl UdpSource {
     }
 
     /// Flushes queued replies until `WouldBlock` or `budget`.
-    pub(crate) fn write_ready(&mut self, token: Token, budget: usize) -> Pass {
+    pub(crate) fn write_ready(&mut self, id: SourceId, budget: usize) -> Pass {
         for _ in 0..budget {
             let Some((peer, bytes)) = self.queue.pop_front() else {
                 return Pass::Idle;
             };
-            if let Sent::Blocked = self.send(token, peer, &bytes) {
+            if let Sent::Blocked = self.send(id, peer, &bytes) {
                 self.queue.push_front((peer, bytes));
                 return Pass::Idle;
             }
@@ -190,13 +193,43 @@ impl UdpSource {
         }
     }
 
-    pub(crate) fn sync_interest(&mut self, registry: &Registry, token: Token) -> io::Result<()> {
+    pub(crate) fn sync_interest(&mut self, registry: &Registry, id: SourceId) -> io::Result<()> {
         let want = self.has_queued();
         if want != self.writable {
             let interest = if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
-            registry.reregister(&mut self.socket, token, interest)?;
+            registry.reregister(&mut self.socket, id.token(), interest)?;
             self.writable = want;
         }
         Ok(())
+    }
+}
+
+impl<S: 'static> Loop<S> {
+    /// Flushes queued replies when writable, then receives and answers.
+    pub(crate) fn drive_udp(
+        &mut self,
+        id: SourceId,
+        ready: Readiness,
+        recv: &mut RecvBatch,
+        send: &mut SendBatch,
+        reply: &mut Vec<u8>,
+    ) -> bool {
+        let budget = self.cfg.batch_budget;
+        let Some(Source::Udp(udp)) = self.get_mut(id) else { return false };
+        let mut more = false;
+        if ready.writable || udp.has_queued() {
+            more |= udp.write_ready(id, budget) == Pass::More;
+        }
+        if ready.readable {
+            match udp.read_ready(id, recv, send, reply, budget) {
+                Ok(p) => more |= p == Pass::More,
+                Err(e) => log::warn!("udp {id}: {e}"),
+            }
+        }
+        let Some((Source::Udp(udp), registry)) = self.source_and_registry(id) else { return more };
+        if let Err(e) = udp.sync_interest(registry, id) {
+            log::warn!("udp {id}: reregister failed: {e}");
+        }
+        more
     }
 }

@@ -1,0 +1,129 @@
+//! [`Context`]: what a handler reaches during a call — its own connection
+//! (output, timer, children, deadlines) and, through `Deref`, the whole
+//! [`Loop`]: shared state, other connections, timers, new connections.
+
+use std::io;
+use std::ops::{Deref, DerefMut};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use super::conn::Conn;
+use super::ops::{Loop, SendError};
+use crate::buffer::OutBuf;
+use crate::child::ChildId;
+use crate::deadline::Activity;
+use crate::id::SourceId;
+use crate::peer::PeerAddr;
+
+/// A handler's view during one call: its connection, and the loop.
+///
+/// `Context` dereferences to [`Loop`], so `cx.send(other, bytes)`,
+/// `cx.state_mut()`, `cx.connect(..)` and `cx.after(..)` work in any
+/// handler call.
+pub struct Context<'a, S = ()> {
+    lp: &'a mut Loop<S>,
+    id: SourceId,
+    pub(crate) activity: Option<Activity>,
+}
+
+impl<S> std::fmt::Debug for Context<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Context").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl<'a, S: 'static> Context<'a, S> {
+    pub(crate) fn new(lp: &'a mut Loop<S>, id: SourceId) -> Self {
+        Context { lp, id, activity: None }
+    }
+
+    fn me(&mut self) -> &mut Conn<S> {
+        // The connection stays in its slot for the whole call: nothing
+        // removes a connection while its handler runs.
+        self.lp.conn_mut(self.id).expect("a connection outlives its handler's call")
+    }
+
+    /// This connection's id: give it to others so they can
+    /// [`Loop::send`] to it.
+    pub fn id(&self) -> SourceId {
+        self.id
+    }
+
+    /// The peer's address.
+    pub fn peer(&self) -> &PeerAddr {
+        &self.lp.conn(self.id).expect("a connection outlives its handler's call").peer
+    }
+
+    /// The output buffer. Bytes appended here are written when the call
+    /// returns; [`OutBuf::len`] tells how much is still unsent.
+    pub fn out(&mut self) -> &mut OutBuf {
+        &mut self.me().out
+    }
+
+    /// Asks for [`crate::Handler::on_timer`] after `after`. A connection has
+    /// one timer; setting it again moves it.
+    pub fn set_timer(&mut self, after: Duration) {
+        let me = self.me();
+        me.timer_at = Some(Instant::now() + after);
+        me.timer_unscheduled = true;
+    }
+
+    /// Cancels the connection's timer.
+    pub fn clear_timer(&mut self) {
+        self.me().timer_at = None;
+    }
+
+    /// Asks for one [`crate::Handler::on_drain`] call once the unsent output
+    /// has fallen to the loop's low-water mark. A handler that produces a
+    /// large reply piece by piece (a file download) writes one piece, asks,
+    /// and writes the next piece when called: its output stays bounded.
+    pub fn notify_on_drain(&mut self) {
+        self.me().want_drain = true;
+    }
+
+    /// Pauses reading this connection until `target`'s output drains to the
+    /// low-water mark (see [`Loop::pause_until_drained`]).
+    pub fn pause_until_drained(&mut self, target: SourceId) -> Result<(), SendError> {
+        let me = self.id;
+        self.lp.pause_until_drained(me, target)
+    }
+
+    /// Starts a child process owned by this connection: stdin from
+    /// `/dev/null`, stdout and stderr piped into the loop, in a process group
+    /// of its own. Its output arrives in [`crate::Handler::on_child_output`]
+    /// and its end, after all output, in [`crate::Handler::on_child_exit`].
+    /// If the connection closes first, the child's process group is killed.
+    pub fn spawn(&mut self, cmd: &mut Command) -> io::Result<ChildId> {
+        let me = self.id;
+        self.me().has_children = true;
+        self.lp.spawn_child(me, cmd)
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to a child's whole process
+    /// group.
+    pub fn signal_child(&mut self, child: ChildId, signal: i32) {
+        self.lp.children.signal(child, signal);
+    }
+
+    /// Declares what the connection is doing, for the loop's deadlines: a
+    /// body streaming in ([`Activity::Receiving`], so the absolute message
+    /// deadline applies), work in progress ([`Activity::Working`], exempt
+    /// from the idle timeout), or [`Activity::Auto`] (the default: receiving
+    /// while input is buffered, otherwise idle).
+    pub fn set_activity(&mut self, activity: Activity) {
+        self.activity = Some(activity);
+    }
+}
+
+impl<'a, S> Deref for Context<'a, S> {
+    type Target = Loop<S>;
+    fn deref(&self) -> &Loop<S> {
+        self.lp
+    }
+}
+
+impl<'a, S> DerefMut for Context<'a, S> {
+    fn deref_mut(&mut self) -> &mut Loop<S> {
+        self.lp
+    }
+}

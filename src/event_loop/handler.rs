@@ -1,0 +1,307 @@
+//! The callback API: the traits a protocol implements to run on the loop,
+//! and the values that pass through them.
+//!
+//! A TCP (or Unix stream) protocol is two pieces:
+//!
+//! * a [`Service`], which lives as long as its listener and makes one
+//!   [`Handler`] per accepted connection (an outbound connection is given its
+//!   handler directly, by [`crate::Loop::connect`]);
+//! * the [`Handler`], the connection's protocol state machine. The loop calls
+//!   it with every byte it has buffered and not yet consumed ([`Input`]), and
+//!   the handler answers by appending to its output ([`crate::Context::out`]),
+//!   or to any other connection's ([`crate::Loop::send`]), and returning a
+//!   [`Flow`].
+//!
+//! A UDP protocol is one [`DatagramService`]: one datagram in, at most one
+//! reply out.
+//!
+//! Rules a handler can rely on, and must keep:
+//! * Bytes it does not [`Input::consume`] are offered again, with whatever
+//!   arrived since, on the next call. So "need more" is simply: consume nothing
+//!   (or only the complete messages) and return [`Flow::Continue`].
+//! * A handler never blocks and never does I/O on the socket: the loop reads
+//!   and writes. Output appended is written as soon as the call returns.
+//! * Returning [`Flow::Close`] asks the loop to flush what was appended and
+//!   then close. An error reply written before `Close` reaches the peer.
+//! * [`Handler::on_open`] comes first (once the connection is established),
+//!   and [`Handler::on_close`] comes last, exactly once, for every connection
+//!   the loop accepted or tried to connect, with the reason.
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::process::ExitStatus;
+
+use super::{Context, Loop};
+use crate::child::{ChildId, ChildStream};
+use crate::id::SourceId;
+use crate::peer::PeerAddr;
+
+/// What a handler (or a source callback) wants after a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep the connection open and keep reading.
+    Continue,
+    /// Stop reading, flush the output, then close the connection.
+    Close,
+}
+
+/// The bytes a connection has buffered and not yet consumed.
+#[derive(Debug)]
+pub struct Input<'a> {
+    data: &'a [u8],
+    consumed: usize,
+}
+
+impl<'a> Input<'a> {
+    /// Wraps a byte slice, for driving a handler's parsing outside the loop.
+    pub fn new(data: &'a [u8]) -> Self {
+        Input { data, consumed: 0 }
+    }
+
+    /// The unconsumed bytes: leftovers from earlier calls, then the new ones.
+    pub fn bytes(&self) -> &'a [u8] {
+        &self.data[self.consumed..]
+    }
+
+    /// Marks the first `n` unconsumed bytes as used.
+    ///
+    /// # Panics
+    /// If `n` is more than [`Input::bytes`] holds.
+    pub fn consume(&mut self, n: usize) {
+        assert!(n <= self.data.len() - self.consumed, "consumed past input");
+        self.consumed += n;
+    }
+
+    /// How many bytes were consumed in total.
+    pub fn consumed(&self) -> usize {
+        self.consumed
+    }
+}
+
+/// Which of the loop's deadlines closed a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// A message was not complete within `Config::message_timeout`.
+    Message,
+    /// Nothing happened for `Config::idle_timeout`.
+    Idle,
+    /// Output made no progress for `Config::send_timeout`.
+    Send,
+}
+
+/// Why a connection ended: the argument of [`Handler::on_close`].
+#[derive(Debug)]
+pub enum CloseReason {
+    /// The peer ended its side first, and the connection then closed
+    /// normally after flushing.
+    PeerClosed,
+    /// Closed on our side, gracefully: [`Flow::Close`] or
+    /// [`crate::Loop::close`]; queued output was flushed first.
+    Closed,
+    /// Closed on our side abortively ([`crate::Loop::abort`]): unsent output
+    /// was dropped and the peer got a reset.
+    Aborted,
+    /// The peer reset the connection (or the pipe broke).
+    Reset,
+    /// One of the loop's deadlines expired.
+    Timeout(Timeout),
+    /// An outbound connection never opened: refused, timed out
+    /// ([`io::ErrorKind::TimedOut`], after `Config::connect_timeout`),
+    /// unreachable, or the socket could not be made.
+    ConnectFailed(io::Error),
+    /// Unsent output passed `Config::max_output`.
+    OutputOverflow,
+    /// Unconsumed input passed `Config::max_input`.
+    InputOverflow,
+    /// The loop shut down (or was dropped) while the connection was open.
+    Shutdown,
+    /// Any other socket error.
+    Error(io::Error),
+}
+
+impl CloseReason {
+    /// Whether the connection ended normally (both sides done, or closed by
+    /// us gracefully), as opposed to an error, a timeout or an abort.
+    pub fn is_clean(&self) -> bool {
+        matches!(self, CloseReason::PeerClosed | CloseReason::Closed)
+    }
+
+    pub(crate) fn from_io(e: io::Error) -> Self {
+        match e.kind() {
+            io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionAborted => {
+                CloseReason::Reset
+            }
+            _ => CloseReason::Error(e),
+        }
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CloseReason::PeerClosed => write!(f, "peer closed"),
+            CloseReason::Closed => write!(f, "closed"),
+            CloseReason::Aborted => write!(f, "aborted"),
+            CloseReason::Reset => write!(f, "reset by peer"),
+            CloseReason::Timeout(t) => write!(f, "{} timeout", format!("{t:?}").to_lowercase()),
+            CloseReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
+            CloseReason::OutputOverflow => write!(f, "unsent output over the limit"),
+            CloseReason::InputOverflow => write!(f, "unconsumed input over the limit"),
+            CloseReason::Shutdown => write!(f, "loop shut down"),
+            CloseReason::Error(e) => write!(f, "error: {e}"),
+        }
+    }
+}
+
+/// A connection's protocol state machine, over shared state `S` (the
+/// loop's, reachable as [`Context::state`]; `()` when there is none).
+///
+/// A handler is plain code over bytes: parsing it needs no socket. This
+/// one answers each complete line with its length; a partial line stays
+/// unconsumed, which is how a handler says "need more":
+///
+/// ```
+/// use wireloop::{Context, Flow, Handler, Input};
+///
+/// struct LineLen;
+///
+/// impl Handler for LineLen {
+///     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+///         while let Some(i) = input.bytes().iter().position(|&b| b == b'\n') {
+///             cx.out().extend_from_slice(format!("{i}\n").as_bytes());
+///             input.consume(i + 1);
+///         }
+///         Flow::Continue
+///     }
+/// }
+/// ```
+pub trait Handler<S = ()> {
+    /// The connection is established: accepted, or an outbound connect
+    /// succeeded. Output appended here is sent first (a greeting). The
+    /// default does nothing.
+    fn on_open(&mut self, cx: &mut Context<'_, S>) -> Flow {
+        let _ = cx;
+        Flow::Continue
+    }
+
+    /// Bytes arrived. `input` holds everything unconsumed so far.
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow;
+
+    /// The peer shut down its sending side. `input` holds what is still
+    /// unconsumed; replies appended now are still delivered. The default
+    /// closes after flushing; [`Flow::Continue`] keeps the write side open
+    /// (a half-closed connection) until the handler closes it.
+    fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
+        let _ = (input, cx);
+        Flow::Close
+    }
+
+    /// The output drained to the low-water mark after the handler asked with
+    /// [`Context::notify_on_drain`]. `input` holds what is still unconsumed.
+    /// The default does nothing.
+    fn on_drain(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
+        let _ = (input, cx);
+        Flow::Continue
+    }
+
+    /// A child spawned with [`Context::spawn`] wrote `data` to `stream`.
+    /// While this connection's output is over the high-water mark, the
+    /// child's pipes are not read. The default does nothing.
+    fn on_child_output(&mut self, child: ChildId, stream: ChildStream, data: &[u8], cx: &mut Context<'_, S>) -> Flow {
+        let _ = (child, stream, data, cx);
+        Flow::Continue
+    }
+
+    /// A child exited and both its pipes reached end of file: no more
+    /// output will come. The default does nothing.
+    /// `input` holds unconsumed socket bytes (say, a pipelined next request).
+    fn on_child_exit(
+        &mut self,
+        child: ChildId,
+        status: ExitStatus,
+        input: &mut Input<'_>,
+        cx: &mut Context<'_, S>,
+    ) -> Flow {
+        let _ = (child, status, input, cx);
+        Flow::Continue
+    }
+
+    /// The loop is stopping gracefully. Return [`Flow::Close`] (the
+    /// default) to close once the output is flushed, or [`Flow::Continue`]
+    /// to finish a request in flight and close later; the loop waits for
+    /// that at most its grace period, then closes everything (killing
+    /// children's process groups).
+    fn on_shutdown(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
+        let _ = (input, cx);
+        Flow::Close
+    }
+
+    /// The timer set with [`Context::set_timer`] fired. `input` holds what is
+    /// still unconsumed. The default does nothing.
+    fn on_timer(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
+        let _ = (input, cx);
+        Flow::Continue
+    }
+
+    /// The connection `id` is gone (its slot is free; its id now addresses
+    /// nothing), for `reason`. Called exactly once, last. The loop is
+    /// there to tell others (say, remove a chat member, or close the other
+    /// side of a proxied pair). The default does nothing.
+    fn on_close(&mut self, id: SourceId, reason: CloseReason, lp: &mut Loop<S>) {
+        let _ = (id, reason, lp);
+    }
+}
+
+/// Makes a [`Handler`] for each accepted connection.
+///
+/// Any `FnMut(PeerAddr) -> H` closure is a service.
+pub trait Service<S = ()> {
+    /// A connection from `peer` was accepted.
+    fn accept(&mut self, peer: PeerAddr) -> Box<dyn Handler<S>>;
+
+    /// A connection from `peer` was accepted while `Config::max_connections`
+    /// were open, and will be closed at once. Whatever is appended to
+    /// `reply` is sent first, best effort (a new socket's buffer has room):
+    /// the service's own way to say "busy", in its own format. The default
+    /// sends nothing: the loop writes no protocol bytes of its own.
+    fn refuse(&mut self, peer: &PeerAddr, reply: &mut Vec<u8>) {
+        let _ = (peer, reply);
+    }
+}
+
+impl<S, F, H> Service<S> for F
+where
+    F: FnMut(PeerAddr) -> H,
+    H: Handler<S> + 'static,
+{
+    fn accept(&mut self, peer: PeerAddr) -> Box<dyn Handler<S>> {
+        Box::new(self(peer))
+    }
+}
+
+/// Whether a datagram service answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// Send the reply buffer (which may be empty) back to the sender.
+    Send,
+    /// Send nothing.
+    Ignore,
+}
+
+/// A UDP protocol: one datagram in, at most one datagram out.
+///
+/// Any `FnMut(&[u8], SocketAddr, &mut Vec<u8>) -> Reply` closure is one.
+pub trait DatagramService {
+    /// A datagram arrived from `peer`. `reply` is empty on entry.
+    fn on_datagram(&mut self, data: &[u8], peer: SocketAddr, reply: &mut Vec<u8>) -> Reply;
+}
+
+impl<F> DatagramService for F
+where
+    F: FnMut(&[u8], SocketAddr, &mut Vec<u8>) -> Reply,
+{
+    fn on_datagram(&mut self, data: &[u8], peer: SocketAddr, reply: &mut Vec<u8>) -> Reply {
+        self(data, peer, reply)
+    }
+}
