@@ -155,7 +155,7 @@ impl fmt::Display for CloseReason {
 }
 
 /// A connection's protocol state machine, over shared state `S` (the
-/// loop's, reachable as [`Context::state`]; `()` when there is none).
+/// loop's, reachable as [`crate::Loop::state_mut`] through the context; `()` when there is none).
 ///
 /// A handler is plain code over bytes: parsing it needs no socket. This
 /// one answers each complete line with its length; a partial line stays
