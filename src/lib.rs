@@ -64,3 +64,8 @@ pub use event_loop::{Bound, Context, EventLoop, Handle, Loop, Readiness, Receipt
 pub use id::{SourceId, TimerId};
 pub use mio::Interest;
 pub use peer::PeerAddr;
+
+/// The README's code, compiled as a doctest so it stays true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
