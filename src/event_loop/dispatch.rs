@@ -137,7 +137,6 @@ impl<S: 'static> Loop<S> {
                 Err(e) => {
                     debug!("conn {id} ({}): connect failed: {e}", conn.peer);
                     conn.close_with(CloseReason::ConnectFailed(e));
-                    self.stats.connect_failed += 1;
                     return Ok(false);
                 }
                 Ok(Some(peer)) => {

@@ -23,7 +23,9 @@ pub(crate) type Task<S> = Box<dyn FnOnce(&mut Loop<S>) + Send>;
 
 struct Shared<S> {
     stop: AtomicBool,
-    tasks: Mutex<Vec<Task<S>>>,
+    /// `None` once the loop is gone: a task submitted then is dropped at
+    /// once (so a [`Receipt`] waiting on it resolves), never left queued.
+    tasks: Mutex<Option<Vec<Task<S>>>>,
 }
 
 /// A thread-safe handle to an [`crate::EventLoop`]: stop it, wake it, send
@@ -69,7 +71,7 @@ impl Receipt {
 
 impl<S> Handle<S> {
     pub(crate) fn new(waker: Waker) -> Self {
-        let shared = Shared { stop: AtomicBool::new(false), tasks: Mutex::new(Vec::new()) };
+        let shared = Shared { stop: AtomicBool::new(false), tasks: Mutex::new(Some(Vec::new())) };
         Handle { waker: Arc::new(waker), shared: Arc::new(shared) }
     }
 
@@ -78,7 +80,13 @@ impl<S> Handle<S> {
     }
 
     pub(crate) fn take_tasks(&self) -> Vec<Task<S>> {
-        std::mem::take(&mut *self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()))
+        self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()).as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// The loop is gone: drop every queued task, and every later one.
+    pub(crate) fn close(&self) {
+        let dropped = self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()).take();
+        drop(dropped);
     }
 
     /// Asks the loop to stop: [`crate::EventLoop::run`] then stops
@@ -97,9 +105,13 @@ impl<S> Handle<S> {
     }
 
     /// Runs `task` on the loop's thread at its next pass, for example to add
-    /// a listener while the loop runs.
+    /// a listener while the loop runs. Once the loop is dropped, a task is
+    /// dropped unrun.
     pub fn submit(&self, task: impl FnOnce(&mut Loop<S>) + Send + 'static) {
-        self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()).push(Box::new(task));
+        match self.shared.tasks.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            Some(tasks) => tasks.push(Box::new(task)),
+            None => return,
+        }
         self.wake();
     }
 }

@@ -178,7 +178,9 @@ impl fmt::Display for CloseReason {
 /// ```
 pub trait Handler<S = ()> {
     /// The connection is established: accepted, or an outbound connect
-    /// succeeded. Output appended here is sent first (a greeting). The
+    /// succeeded. Output appended here is sent before anything the handler
+    /// writes later (a greeting); on an outbound connection, bytes others
+    /// queued with [`crate::Loop::send`] before it opened go first. The
     /// default does nothing.
     fn on_open(&mut self, cx: &mut Context<'_, S>) -> Flow {
         let _ = cx;

@@ -291,8 +291,9 @@ impl<S: 'static> EventLoop<S> {
         match self.core.timers.next_deadline() {
             None => timeout,
             Some(at) => {
-                // The last pass's clock: at worst a pass's time late.
-                let until = at.saturating_duration_since(self.core.now);
+                // The clock now, not the last pass's: a timer set between
+                // passes (by the embedder) must not wait out the gap too.
+                let until = at.saturating_duration_since(Instant::now());
                 Some(timeout.map_or(until, |t| t.min(until)))
             }
         }
@@ -368,21 +369,20 @@ impl<S: 'static> Drop for EventLoop<S> {
         // Close everything through the one removal path, so handlers hear
         // `on_close` (unless this drop is part of a panic's unwinding, when
         // running more user code could abort the process).
-        let quiet = std::thread::panicking();
-        let ids: Vec<SourceId> = self.core.sources.iter().map(|(k, e)| SourceId::new(k, e.serial)).collect();
-        for id in ids {
-            if let Ok(c) = self.core.conn_mut(id) {
-                c.close_with(CloseReason::Shutdown);
-                if quiet {
-                    c.handler = None;
-                }
-            }
-            self.core.reclaim(id);
-        }
+        self.core.close_all(std::thread::panicking());
+        // Queued and later `Handle` tasks are dropped, so their receipts resolve.
+        self.core.handle.close();
         // `Children`'s own drop kills and reaps what is left and removes
         // the SIGCHLD handler.
     }
 }
+
+/// Rounds of `on_close` calls when everything closes at once: a handler may
+/// open a connection from its `on_close` (a client that redials), which then
+/// closes in the next round; past this many rounds, what is left is closed
+/// without calling handlers, so a handler that always redials cannot keep a
+/// dropped loop alive.
+const CLOSE_ROUNDS: usize = 16;
 
 impl<S: 'static> Loop<S> {
     /// Accepts until `WouldBlock`, the batch budget, or descriptor exhaustion.
@@ -447,6 +447,28 @@ impl<S: 'static> Loop<S> {
         true
     }
 
+    /// Closes every source, connections with [`CloseReason::Shutdown`],
+    /// including those opened by `on_close` calls meanwhile (see
+    /// [`CLOSE_ROUNDS`]). With `quiet`, no handler is called.
+    pub(crate) fn close_all(&mut self, quiet: bool) {
+        for round in 0.. {
+            if self.sources.is_empty() {
+                break;
+            }
+            let quiet = quiet || round >= CLOSE_ROUNDS;
+            let ids: Vec<SourceId> = self.sources.iter().map(|(k, e)| SourceId::new(k, e.serial)).collect();
+            for id in ids {
+                if let Ok(c) = self.conn_mut(id) {
+                    c.close_with(CloseReason::Shutdown);
+                    if quiet {
+                        c.handler = None;
+                    }
+                }
+                self.reclaim(id);
+            }
+        }
+    }
+
     /// Deregisters and removes a source. The one place sources leave the
     /// slab; a connection's handler hears `on_close` here, once.
     pub(crate) fn reclaim(&mut self, id: SourceId) {
@@ -463,6 +485,10 @@ impl<S: 'static> Loop<S> {
                     self.compact_timers();
                 }
                 let reason = if c.state() == ConnState::Closed { c.take_reason() } else { CloseReason::Shutdown };
+                if let CloseReason::ConnectFailed(_) = reason {
+                    // Every way a connect fails ends here: counted once.
+                    self.stats.connect_failed += 1;
+                }
                 trace!("conn {id}: closed ({}): {reason}", c.peer);
                 if c.has_children {
                     // Kill what it started; the children are still reaped later.

@@ -44,12 +44,7 @@ impl<S: 'static> EventLoop<S> {
             }
             self.poll_once(Some(deadline - now))?;
         }
-        for id in self.ids(|_| true) {
-            if let Ok(c) = self.conn_mut(id) {
-                c.close_with(CloseReason::Shutdown);
-            }
-            self.reclaim(id);
-        }
+        self.close_all(false);
         Ok(())
     }
 

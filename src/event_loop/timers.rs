@@ -123,7 +123,6 @@ impl<S: 'static> Loop<S> {
                             debug!("conn {id} ({}): connect timed out", conn.peer);
                             let e = std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out");
                             conn.close_with(CloseReason::ConnectFailed(e));
-                            self.stats.connect_failed += 1;
                             self.reclaim(id);
                         }
                     }
