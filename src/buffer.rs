@@ -86,16 +86,19 @@ pub struct OutBuf {
 
 impl OutBuf {
     /// Bytes waiting to be written.
+    #[inline]
     pub fn len(&self) -> usize {
         self.buf.len() - self.pos
     }
 
     /// True when nothing waits to be written.
+    #[inline]
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
     /// Appends bytes to send.
+    #[inline]
     pub fn extend_from_slice(&mut self, bytes: &[u8]) {
         self.buf.extend_from_slice(bytes);
     }
@@ -103,6 +106,7 @@ impl OutBuf {
     /// Lets an encoder append to the underlying vector. The closure may only
     /// append: shortening the vector would drop bytes already queued, which
     /// panics.
+    #[inline]
     pub fn append<R>(&mut self, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
         let before = self.buf.len();
         let r = f(&mut self.buf);
@@ -130,6 +134,7 @@ impl OutBuf {
     }
 
     /// The unsent bytes.
+    #[inline]
     pub fn unsent(&self) -> &[u8] {
         &self.buf[self.pos..]
     }

@@ -37,6 +37,7 @@ impl<'a, S: 'static> Context<'a, S> {
         Context { lp, id, activity: None }
     }
 
+    #[inline]
     fn me(&mut self) -> &mut Conn<S> {
         // The connection stays in its slot for the whole call: nothing
         // removes a connection while its handler runs.
@@ -56,6 +57,7 @@ impl<'a, S: 'static> Context<'a, S> {
 
     /// The output buffer. Bytes appended here are written when the call
     /// returns; [`OutBuf::len`] tells how much is still unsent.
+    #[inline]
     pub fn out(&mut self) -> &mut OutBuf {
         &mut self.me().out
     }

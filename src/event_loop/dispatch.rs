@@ -115,7 +115,7 @@ impl<S: 'static> Loop<S> {
             }
             Ok(more) => more,
         };
-        if self.conn(id).is_ok_and(|c| c.state() == ConnState::Closed) {
+        if conn.state() == ConnState::Closed {
             self.reclaim(id);
             return false;
         }
@@ -159,12 +159,15 @@ impl<S: 'static> Loop<S> {
             more |= conn.write_ready(cfg)? == Pass::More;
             let was_lingering = matches!(conn.state(), ConnState::Lingering { .. });
             let mut after = conn.after_write(cfg);
+            let drained = conn.out.len() <= cfg.low_water && (conn.want_drain || !conn.drain_waiters.is_empty());
             if let ConnState::Lingering { deadline, .. } = conn.state() {
                 if !was_lingering {
                     self.timers.schedule(deadline, TimerKind::Linger, id.key, id.serial);
                 }
             }
-            after = self.after_drain(id).max_pass(after);
+            if drained {
+                after = self.after_drain(id).max_pass(after);
+            }
             if after == Pass::Idle {
                 break;
             }
@@ -233,10 +236,10 @@ impl<S: 'static> Loop<S> {
         }
     }
 
-    /// Once output is at the low-water mark: the handler's `on_drain` if it
-    /// asked, and reading resumed on connections paused until this one
-    /// drained. `Pass::More` if the handler was called (it may have
-    /// produced output to write).
+    /// Once output is at the low-water mark (the caller checked): the
+    /// handler's `on_drain` if it asked, and reading resumed on connections
+    /// paused until this one drained. `Pass::More` if the handler was called
+    /// (it may have produced output to write).
     fn after_drain(&mut self, id: SourceId) -> Pass {
         let low = self.cfg.low_water;
         let Ok(conn) = self.conn_mut(id) else { return Pass::Idle };

@@ -55,11 +55,13 @@ pub struct Input<'a> {
 
 impl<'a> Input<'a> {
     /// Wraps a byte slice, for driving a handler's parsing outside the loop.
+    #[inline]
     pub fn new(data: &'a [u8]) -> Self {
         Input { data, consumed: 0 }
     }
 
     /// The unconsumed bytes: leftovers from earlier calls, then the new ones.
+    #[inline]
     pub fn bytes(&self) -> &'a [u8] {
         &self.data[self.consumed..]
     }
@@ -68,12 +70,14 @@ impl<'a> Input<'a> {
     ///
     /// # Panics
     /// If `n` is more than [`Input::bytes`] holds.
+    #[inline]
     pub fn consume(&mut self, n: usize) {
         assert!(n <= self.data.len() - self.consumed, "consumed past input");
         self.consumed += n;
     }
 
     /// How many bytes were consumed in total.
+    #[inline]
     pub fn consumed(&self) -> usize {
         self.consumed
     }

@@ -450,10 +450,12 @@ impl<S: 'static> Loop<S> {
         debug_assert_eq!(key, id.key);
     }
 
+    #[inline]
     pub(crate) fn get(&self, id: SourceId) -> Option<&Source<S>> {
         self.sources.get(id.key).filter(|e| e.serial == id.serial).map(|e| &e.source)
     }
 
+    #[inline]
     pub(crate) fn get_mut(&mut self, id: SourceId) -> Option<&mut Source<S>> {
         self.sources.get_mut(id.key).filter(|e| e.serial == id.serial).map(|e| &mut e.source)
     }
@@ -465,6 +467,7 @@ impl<S: 'static> Loop<S> {
         token_matches(token, key, e.serial).then(|| SourceId::new(key, e.serial))
     }
 
+    #[inline]
     pub(crate) fn conn(&self, id: SourceId) -> Result<&Conn<S>, SendError> {
         match self.get(id) {
             Some(Source::Conn(c)) => Ok(c),
@@ -473,6 +476,7 @@ impl<S: 'static> Loop<S> {
         }
     }
 
+    #[inline]
     pub(crate) fn conn_mut(&mut self, id: SourceId) -> Result<&mut Conn<S>, SendError> {
         match self.get_mut(id) {
             Some(Source::Conn(c)) => Ok(c),
@@ -490,6 +494,7 @@ impl<S: 'static> Loop<S> {
     }
 
     /// A connection and the config, borrowed together.
+    #[inline]
     pub(crate) fn conn_cfg(&mut self, id: SourceId) -> Option<(&mut Conn<S>, &Config)> {
         match self.sources.get_mut(id.key) {
             Some(Entry { serial, source: Source::Conn(c) }) if *serial == id.serial => Some((c, &self.cfg)),
