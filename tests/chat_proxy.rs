@@ -283,3 +283,38 @@ fn proxy_memory_stays_bounded_against_an_upstream_that_does_not_read() {
     c.shutdown(Shutdown::Write).unwrap();
     assert_eq!(reader.join().unwrap(), pushed + 256 * chunk.len());
 }
+
+#[test]
+fn proxy_memory_stays_bounded_against_a_client_that_does_not_read() {
+    // The reverse direction: the upstream pushes, the client reads nothing.
+    let (tx, rx) = std::sync::mpsc::channel::<usize>();
+    let tx = std::sync::Mutex::new(tx);
+    let up = upstream(move |mut s| {
+        s.set_nonblocking(true).unwrap();
+        let chunk = vec![9u8; 1 << 16];
+        let (mut pushed, start) = (0usize, Instant::now());
+        while start.elapsed() < Duration::from_secs(1) {
+            match s.write(&chunk) {
+                Ok(n) => pushed += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(5)),
+                Err(e) => panic!("{e}"),
+            }
+        }
+        tx.lock().unwrap().send(pushed).unwrap();
+        // Then finish the stream; the client reads it all.
+        s.set_nonblocking(false).unwrap();
+        s.shutdown(Shutdown::Write).unwrap();
+        thread::sleep(Duration::from_secs(5));
+    });
+    let proxy = Running::start("proxy", &["127.0.0.1:0", &up.to_string()]);
+    let base = rss_kib(proxy.child.id());
+    let mut c = connect(proxy.addr);
+    let pushed = rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    let stalled = rss_kib(proxy.child.id());
+    eprintln!("upstream pushed {pushed} bytes at a client that reads nothing; proxy RSS {base} -> {stalled} KiB");
+    assert!(stalled < base + 16 * 1024, "proxy held {} KiB", stalled - base);
+    let mut got = Vec::new();
+    c.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), pushed);
+    assert!(got.iter().all(|&b| b == 9));
+}
