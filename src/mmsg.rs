@@ -1,5 +1,6 @@
 //! Batched UDP system calls (Linux `recvmmsg`/`sendmmsg`): up to
-//! [`BATCH`] datagrams per call instead of one.
+//! [`BATCH`] datagrams per call instead of one. Other systems get the same
+//! interface with one `recvfrom`/`sendto` per datagram ([`portable`]).
 //!
 //! ```text
 //!  recvmmsg ─▶ slot 0 [65,536 B] slot 1 [..] … slot 31      (one call, k ≤ 32 datagrams)
@@ -13,16 +14,22 @@
 //!   allocation per loop, touched only as far as datagrams fill them.
 //! * Fewer than `BATCH` datagrams from one `recvmmsg` means the socket was
 //!   emptied: readiness is edge-triggered, and a later datagram raises a
-//!   new edge, so no extra call is made just to see `EAGAIN`.
+//!   new edge, so no extra call is made just to see `EAGAIN`. (The portable
+//!   loop does make that call: it is how it learns the socket is empty.)
 //! * All `unsafe` here builds `msghdr`s that point into buffers owned by
 //!   this module, alive for the duration of the call.
 
 use std::io;
-use std::mem::{size_of, zeroed};
+#[cfg(target_os = "linux")]
+use std::mem::size_of;
+use std::mem::zeroed;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::RawFd;
 
+#[cfg(target_os = "linux")]
 use socket2::SockAddr;
+
+mod portable;
 
 /// Datagrams per call.
 pub(crate) const BATCH: usize = 32;
@@ -55,6 +62,16 @@ impl RecvBatch {
         })
     }
 
+    /// Datagram `i` of the last `recv`, and its sender (`None` for an
+    /// address family other than IPv4/IPv6).
+    pub(crate) fn datagram(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
+        debug_assert!(i < self.count);
+        (&self.slots[i * SLOT..i * SLOT + self.lens[i]], to_socket_addr(&self.names[i]))
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl RecvBatch {
     /// One `recvmmsg`: returns how many datagrams arrived (0 never; an
     /// empty socket is `WouldBlock`).
     pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
@@ -90,12 +107,14 @@ impl RecvBatch {
         self.count = n;
         Ok(n)
     }
+}
 
-    /// Datagram `i` of the last `recv`, and its sender (`None` for an
-    /// address family other than IPv4/IPv6).
-    pub(crate) fn datagram(&self, i: usize) -> (&[u8], Option<SocketAddr>) {
-        debug_assert!(i < self.count);
-        (&self.slots[i * SLOT..i * SLOT + self.lens[i]], to_socket_addr(&self.names[i]))
+#[cfg(not(target_os = "linux"))]
+impl RecvBatch {
+    /// Up to [`BATCH`] `recvfrom` calls (see [`portable`]): returns how many
+    /// datagrams arrived (0 never; an empty socket is `WouldBlock`).
+    pub(crate) fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.recv_each(fd)
     }
 }
 
@@ -117,6 +136,15 @@ impl SendBatch {
         (peer, &self.out[start..start + len])
     }
 
+    /// Forgets the replies (after they were sent or queued).
+    pub(crate) fn clear_replies(&mut self) {
+        self.out.clear();
+        self.replies.clear();
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl SendBatch {
     /// One `sendmmsg` of the batched replies from `first` on: returns how
     /// many the kernel took (a prefix). `WouldBlock` means none.
     pub(crate) fn send(&mut self, fd: RawFd, first: usize) -> io::Result<usize> {
@@ -146,11 +174,15 @@ impl SendBatch {
         }
         Ok(n as usize)
     }
+}
 
-    /// Forgets the replies (after they were sent or queued).
-    pub(crate) fn clear_replies(&mut self) {
-        self.out.clear();
-        self.replies.clear();
+#[cfg(not(target_os = "linux"))]
+impl SendBatch {
+    /// Up to [`BATCH`] `sendto` calls of the batched replies from `first` on
+    /// (see [`portable`]): returns how many the kernel took (a prefix).
+    /// `WouldBlock` means none.
+    pub(crate) fn send(&mut self, fd: RawFd, first: usize) -> io::Result<usize> {
+        self.send_each(fd, first)
     }
 }
 

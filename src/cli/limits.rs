@@ -78,6 +78,9 @@ impl LimitArgs {
 /// Raises the soft limit on open files to the hard limit, so the server can
 /// hold as many connections as the system allows. Returns the soft limit now
 /// in force.
+// `rlim_t` is u64 on Linux and macOS but i64 (never negative) on FreeBSD, so
+// the cast that is a no-op here is needed there.
+#[allow(clippy::unnecessary_cast)]
 fn raise_fd_limit() -> u64 {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
@@ -95,5 +98,5 @@ fn raise_fd_limit() -> u64 {
             }
         }
     }
-    lim.rlim_cur
+    lim.rlim_cur as u64
 }

@@ -48,6 +48,10 @@
 
 use std::fmt;
 
+// `ByteOrder` here is this module's enum; byteorder's trait is only needed for
+// its methods on `LittleEndian` and `BigEndian`.
+use byteorder::{BigEndian, ByteOrder as _, LittleEndian};
+
 /// Byte order of a 4-byte length prefix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ByteOrder {
@@ -62,17 +66,19 @@ impl ByteOrder {
     /// Reads a signed 32-bit integer from exactly 4 bytes.
     pub(crate) fn read_i32(self, bytes: [u8; 4]) -> i32 {
         match self {
-            ByteOrder::Little => i32::from_le_bytes(bytes),
-            ByteOrder::Big => i32::from_be_bytes(bytes),
+            ByteOrder::Little => LittleEndian::read_i32(&bytes),
+            ByteOrder::Big => BigEndian::read_i32(&bytes),
         }
     }
 
     /// Encodes a signed 32-bit integer as 4 bytes.
     pub(crate) fn write_i32(self, n: i32) -> [u8; 4] {
+        let mut bytes = [0; 4];
         match self {
-            ByteOrder::Little => n.to_le_bytes(),
-            ByteOrder::Big => n.to_be_bytes(),
+            ByteOrder::Little => LittleEndian::write_i32(&mut bytes, n),
+            ByteOrder::Big => BigEndian::write_i32(&mut bytes, n),
         }
+        bytes
     }
 
     /// Reads the 4-byte prefix at the front of `input`, if it is all there.

@@ -66,6 +66,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use byteorder::{BigEndian, ByteOrder};
 use log::{debug, trace};
 
 use crate::ratelimit::{RateConfig, RateLimiter, Verdict};
@@ -176,8 +177,8 @@ impl Packet {
     /// fields and MACs after them are not looked at.
     pub fn parse(data: &[u8]) -> Option<Packet> {
         let b: &[u8; PACKET_LEN] = data.get(..PACKET_LEN)?.try_into().ok()?;
-        let word = |at: usize| u32::from_be_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
-        let stamp = |at: usize| NtpTimestamp((u64::from(word(at)) << 32) | u64::from(word(at + 4)));
+        let word = |at: usize| BigEndian::read_u32(&b[at..]);
+        let stamp = |at: usize| NtpTimestamp(BigEndian::read_u64(&b[at..]));
         Some(Packet {
             leap: b[0] >> 6,
             version: (b[0] >> 3) & 7,
@@ -202,11 +203,11 @@ impl Packet {
         b[1] = self.stratum;
         b[2] = self.poll as u8;
         b[3] = self.precision as u8;
-        b[4..8].copy_from_slice(&self.root_delay.to_be_bytes());
-        b[8..12].copy_from_slice(&self.root_dispersion.to_be_bytes());
+        BigEndian::write_u32(&mut b[4..8], self.root_delay);
+        BigEndian::write_u32(&mut b[8..12], self.root_dispersion);
         b[12..16].copy_from_slice(&self.ref_id);
         for (at, t) in [(16, self.reference), (24, self.origin), (32, self.receive), (40, self.transmit)] {
-            b[at..at + 8].copy_from_slice(&t.0.to_be_bytes());
+            BigEndian::write_u64(&mut b[at..at + 8], t.0);
         }
         b
     }

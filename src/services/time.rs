@@ -55,6 +55,7 @@ use std::fmt::{self, Write as _};
 use std::net::SocketAddr;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
+use byteorder::{BigEndian, WriteBytesExt};
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, Local, TimeZone};
 use log::{debug, trace};
@@ -324,7 +325,8 @@ pub fn rfc868_seconds(now: SystemTime) -> Option<u32> {
 pub fn rfc868_answer(_data: &[u8], _peer: SocketAddr, reply: &mut Vec<u8>) -> Reply {
     match rfc868_seconds(SystemTime::now()) {
         Some(secs) => {
-            reply.extend_from_slice(&secs.to_be_bytes());
+            // Writing to a Vec cannot fail.
+            let _ = reply.write_u32::<BigEndian>(secs);
             Reply::Send
         }
         None => Reply::Ignore,

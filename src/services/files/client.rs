@@ -17,6 +17,7 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
+use byteorder::{LittleEndian, ReadBytesExt, WriteBytesExt};
 use md5::{Digest, Md5};
 use serde_json::{json, Map, Value};
 
@@ -103,16 +104,16 @@ impl Client {
     pub fn send_header(&mut self, header: &Value) -> io::Result<()> {
         let json = serde_json::to_vec(header)?;
         let len = i32::try_from(json.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-        let mut msg = len.to_le_bytes().to_vec();
+        // Prefix and header in one write (with TCP_NODELAY, two writes could be two segments).
+        let mut msg = Vec::with_capacity(4 + json.len());
+        msg.write_i32::<LittleEndian>(len)?;
         msg.extend_from_slice(&json);
         self.stream.write_all(&msg)
     }
 
     /// Reads one reply header; `{"ok": false}` becomes [`ClientError::Server`].
     pub fn read_reply(&mut self) -> Result<Map<String, Value>, ClientError> {
-        let mut len = [0u8; 4];
-        self.stream.read_exact(&mut len)?;
-        let len = i32::from_le_bytes(len);
+        let len = self.stream.read_i32::<LittleEndian>()?;
         let len = usize::try_from(len)
             .ok()
             .filter(|&n| n > 0 && n <= MAX_REPLY)

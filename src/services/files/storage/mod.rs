@@ -308,6 +308,8 @@ impl Store {
         if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
             return Err(io::Error::last_os_error());
         }
+        // The field types differ (`f_bavail` is 32 bits on macOS, 64 on Linux
+        // and the BSDs; `f_frsize` is `c_ulong`): `as u64` only widens.
         Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
     }
 
