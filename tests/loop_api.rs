@@ -270,16 +270,16 @@ struct PipeState {
 
 fn pipe() -> (OwnedFd, std::fs::File) {
     let mut fds = [0; 2];
-    // SAFETY: pipe2 fills two fresh descriptors, owned from here on.
-    let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
+    // SAFETY: pipe(2) fills two fresh descriptors, owned from here on.
+    let rc = unsafe { libc::pipe(fds.as_mut_ptr()) };
     assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
     // SAFETY: both fds are new and owned by nobody else.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    let w = std::fs::File::from(w);
-    // The writer blocks (its own thread waits for the loop to read).
+    // The loop's end is non-blocking; the writer blocks (its own thread
+    // waits for the loop to read).
     // SAFETY: F_SETFL on an fd we own.
-    unsafe { libc::fcntl(w.as_raw_fd(), libc::F_SETFL, 0) };
-    (r, w)
+    unsafe { libc::fcntl(r.as_raw_fd(), libc::F_SETFL, libc::O_NONBLOCK) };
+    (r, std::fs::File::from(w))
 }
 
 #[test]
