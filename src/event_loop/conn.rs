@@ -325,6 +325,25 @@ impl<S> Conn<S> {
         }
     }
 
+    /// Writes `bytes` straight to the socket (the output buffer is empty):
+    /// returns how many the kernel took, 0 on `WouldBlock`.
+    pub(crate) fn write_direct(&mut self, bytes: &[u8], now: Instant) -> io::Result<usize> {
+        debug_assert!(self.out.is_empty());
+        loop {
+            return match self.stream.write(bytes) {
+                Ok(0) if !bytes.is_empty() => Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => {
+                    self.deadlines.on_write(now, n < bytes.len());
+                    trace!("conn {}: wrote {} bytes ({} left)", self.id, n, bytes.len() - n);
+                    Ok(n)
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+        }
+    }
+
     /// Writes unsent output until `WouldBlock`, empty, or the budget.
     pub(crate) fn write_ready(&mut self, cfg: &Config) -> io::Result<Pass> {
         if matches!(self.state, ConnState::Connecting { .. } | ConnState::Closed) {

@@ -157,6 +157,8 @@ struct Bufs {
     /// UDP receive slots and reply batch, made when the first datagram comes.
     udp_batch: Option<(Box<RecvBatch>, SendBatch)>,
     reply: Vec<u8>,
+    /// The dirty list being driven (swapped with `Loop::dirty`).
+    dirty: Vec<SourceId>,
 }
 
 /// One thread's event loop, with shared state `S` that every callback
@@ -220,7 +222,13 @@ impl<S: 'static> EventLoop<S> {
         Ok(EventLoop {
             poll,
             events: Some(Events::with_capacity(1024)),
-            bufs: Bufs { scratch: vec![0; SCRATCH], spare_out: OutBuf::default(), udp_batch: None, reply: Vec::new() },
+            bufs: Bufs {
+                scratch: vec![0; SCRATCH],
+                spare_out: OutBuf::default(),
+                udp_batch: None,
+                reply: Vec::new(),
+                dirty: Vec::new(),
+            },
             core: Loop::new(registry, cfg, handle, state),
             last_reap: Instant::now(),
         })
@@ -315,7 +323,7 @@ impl<S: 'static> EventLoop<S> {
     /// Serves one source. Stale tokens are ignored.
     fn drive(&mut self, token: Token, ready: Readiness) {
         let Some(id) = self.core.id_of(token) else { return };
-        let Bufs { scratch, spare_out, udp_batch, reply } = &mut self.bufs;
+        let Bufs { scratch, spare_out, udp_batch, reply, .. } = &mut self.bufs;
         let more = match self.core.get(id) {
             None => false,
             Some(Source::Listener(_)) => ready.readable && self.core.accept(id),
@@ -340,13 +348,17 @@ impl<S: 'static> EventLoop<S> {
     /// pass, until none is left (driving one may touch others).
     fn flush_dirty(&mut self) {
         while !self.core.dirty.is_empty() {
-            let dirty = std::mem::take(&mut self.core.dirty);
-            for id in dirty {
+            // Swap lists (both keep their capacity: nothing is allocated per pass).
+            let mut dirty = std::mem::take(&mut self.bufs.dirty);
+            std::mem::swap(&mut dirty, &mut self.core.dirty);
+            for &id in &dirty {
                 let Bufs { scratch, spare_out, .. } = &mut self.bufs;
                 if self.core.drive_conn(id, Readiness::WRITE, scratch, spare_out) {
                     self.core.pending.push_back(id.token());
                 }
             }
+            dirty.clear();
+            self.bufs.dirty = dirty;
         }
     }
 }
