@@ -7,7 +7,13 @@
 //!   per frame; replies for frames already decoded are written together, as ours are;
 //! * `udp ADDR` — one datagram in, its uppercase out, current-thread runtime;
 //! * `copy ADDR` — the throughput ceiling: blocking std code, one thread per connection, reading
-//!   into a 64 KiB buffer, uppercasing ASCII in place and writing it back (no runtime at all).
+//!   into a 64 KiB buffer, uppercasing ASCII in place and writing it back (no runtime at all);
+//! * `proxy LISTEN UPSTREAM` — a TCP proxy as a tokio user writes one: per accepted connection,
+//!   connect to UPSTREAM and `tokio::io::copy_bidirectional` (8 KiB buffer per direction, half-close
+//!   carried across), `TCP_NODELAY` on both sides, current-thread runtime (one thread, like
+//!   `examples/proxy.rs`). For `benches/embed_peers.sh`;
+//! * `proxy-64k LISTEN UPSTREAM` — the same with `copy_bidirectional_with_sizes`, 64 KiB per
+//!   direction (a reference for bulk transfers: fewer, larger reads and writes).
 //!
 //! The payloads `wireloop bench` sends are lowercase ASCII, for which ASCII and Unicode uppercase
 //! agree, so the peers use `make_ascii_uppercase` (ours runs its full UTF-8 uppercase).
@@ -113,11 +119,36 @@ fn serve_copy(addr: SocketAddr) -> std::io::Result<()> {
     Ok(())
 }
 
+async fn proxy_conn(mut client: TcpStream, upstream: SocketAddr, big: bool) -> std::io::Result<()> {
+    client.set_nodelay(true)?;
+    let mut up = TcpStream::connect(upstream).await?;
+    up.set_nodelay(true)?;
+    if big {
+        tokio::io::copy_bidirectional_with_sizes(&mut client, &mut up, BUF, BUF).await?;
+    } else {
+        tokio::io::copy_bidirectional(&mut client, &mut up).await?;
+    }
+    Ok(())
+}
+
+async fn serve_proxy(addr: SocketAddr, upstream: SocketAddr, big: bool) -> std::io::Result<()> {
+    let l = TcpListener::bind(addr).await?;
+    announce(l.local_addr()?);
+    loop {
+        let (s, _) = l.accept().await?;
+        tokio::spawn(async move {
+            if let Err(e) = proxy_conn(s, upstream, big).await {
+                eprintln!("proxy: {e}");
+            }
+        });
+    }
+}
+
 fn main() {
     // `cargo bench` appends `--bench`; ignore flags.
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let (Some(mode), Some(addr)) = (args.first(), args.get(1).and_then(|a| a.parse::<SocketAddr>().ok())) else {
-        eprintln!("usage: peer_tokio echo-ct|echo-mt|framed|udp|copy ADDR");
+        eprintln!("usage: peer_tokio echo-ct|echo-mt|framed|udp|copy ADDR | proxy|proxy-64k LISTEN UPSTREAM");
         std::process::exit(2);
     };
     let ct = || tokio::runtime::Builder::new_current_thread().enable_all().build();
@@ -130,6 +161,13 @@ fn main() {
         "framed" => ct().and_then(|rt| rt.block_on(serve_tcp(addr, true))),
         "udp" => ct().and_then(|rt| rt.block_on(serve_udp(addr))),
         "copy" => serve_copy(addr),
+        "proxy" | "proxy-64k" => match args.get(2).and_then(|a| a.parse::<SocketAddr>().ok()) {
+            Some(up) => ct().and_then(|rt| rt.block_on(serve_proxy(addr, up, mode == "proxy-64k"))),
+            None => {
+                eprintln!("usage: peer_tokio proxy|proxy-64k LISTEN UPSTREAM");
+                std::process::exit(2);
+            }
+        },
         other => {
             eprintln!("peer_tokio: unknown mode `{other}`");
             std::process::exit(2);
