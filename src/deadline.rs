@@ -119,6 +119,11 @@ impl Deadlines {
         true
     }
 
+    /// Whether a heap entry is pending at all.
+    pub(crate) fn is_armed(&self) -> bool {
+        self.armed.is_some()
+    }
+
     /// Whether the pending heap entry is the one at `at`.
     pub(crate) fn is_armed_at(&self, at: Instant) -> bool {
         self.armed == Some(at)

@@ -325,23 +325,24 @@ impl<S> Conn<S> {
         }
     }
 
-    /// Writes `bytes` straight to the socket (the output buffer is empty):
-    /// returns how many the kernel took, 0 on `WouldBlock`.
-    pub(crate) fn write_direct(&mut self, bytes: &[u8], now: Instant) -> io::Result<usize> {
-        debug_assert!(self.out.is_empty());
-        loop {
-            return match self.stream.write(bytes) {
-                Ok(0) if !bytes.is_empty() => Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => {
-                    self.deadlines.on_write(now, n < bytes.len());
-                    trace!("conn {}: wrote {} bytes ({} left)", self.id, n, bytes.len() - n);
-                    Ok(n)
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(e),
-            };
+    /// A connection with only output to flush (queued by others): writes it.
+    /// `Ok(true)` if that was all there was to do — everything written, a
+    /// plain state, no drain to report, no interest to change, its deadline
+    /// entry already in the heap (a write only moves the idle deadline
+    /// later, which the entry recomputes when it fires) — so the full pass
+    /// can be skipped.
+    pub(crate) fn flush_only(&mut self, cfg: &Config) -> io::Result<bool> {
+        let plain = matches!(self.state, ConnState::Open | ConnState::HalfClosed)
+            && self.write_side == WriteSide::Open
+            && !self.want_drain
+            && self.drain_waiters.is_empty()
+            && !self.timer_unscheduled
+            && self.deadlines.is_armed()
+            && self.interest == Interest::READABLE;
+        if !plain {
+            return Ok(false);
         }
+        Ok(self.write_ready(cfg)? == Pass::Idle && self.out.is_empty())
     }
 
     /// Writes unsent output until `WouldBlock`, empty, or the budget.

@@ -93,6 +93,22 @@ impl<S: 'static> Loop<S> {
         self.call(id, &[], Call::Open);
     }
 
+    /// The cheap pass for a connection that only has output others queued:
+    /// write it all, and nothing else changes (see `Conn::flush_only`).
+    /// False if the full pass is needed (an error included: the full pass
+    /// meets it again and closes).
+    pub(crate) fn flush_only(&mut self, id: SourceId, spare: &mut OutBuf) -> bool {
+        let now = self.now;
+        let Some((conn, cfg)) = self.conn_cfg(id) else { return true };
+        conn.now = now;
+        if conn.flush_only(cfg).unwrap_or(false) {
+            conn.dirty = false;
+            conn.out.give_back(spare);
+            return true;
+        }
+        false
+    }
+
     /// One pass over a connection. Returns true if it needs another pass.
     pub(crate) fn drive_conn(&mut self, id: SourceId, ready: Ready, scratch: &mut [u8], spare: &mut OutBuf) -> bool {
         let now = self.now;

@@ -353,6 +353,9 @@ impl<S: 'static> EventLoop<S> {
             std::mem::swap(&mut dirty, &mut self.core.dirty);
             for &id in &dirty {
                 let Bufs { scratch, spare_out, .. } = &mut self.bufs;
+                if self.core.flush_only(id, spare_out) {
+                    continue;
+                }
                 if self.core.drive_conn(id, Readiness::WRITE, scratch, spare_out) {
                     self.core.pending.push_back(id.token());
                 }

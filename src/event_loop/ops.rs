@@ -327,39 +327,21 @@ impl<S: 'static> Loop<S> {
 
     // ---- writing to and closing any connection ----
 
-    /// Sends `bytes` on connection `id`: written to the socket at once if
-    /// nothing is queued before them, and what the kernel does not take is
-    /// queued and written before the current pass ends. Returns the target's
-    /// backpressure, or an error value (and sends nothing) if `id` is closed,
-    /// closing, not a connection, or the bytes would pass
-    /// `Config::max_output`.
+    /// Appends `bytes` to connection `id`'s output; they are written before
+    /// the current pass ends (everything queued for one connection while a
+    /// source is served leaves in one write). Returns the target's
+    /// backpressure, or an error value (and queues nothing) if `id` is
+    /// closed, closing, not a connection, or would pass `Config::max_output`.
     pub fn send(&mut self, id: SourceId, bytes: &[u8]) -> Result<Sent, SendError> {
-        let (high_water, max, now) = (self.cfg.high_water, self.cfg.max_output, self.now);
+        let high_water = self.cfg.high_water;
+        let max = self.cfg.max_output;
         let conn = self.conn_mut(id)?;
-        let connecting = matches!(conn.state(), ConnState::Connecting { .. });
-        if !conn.accepts_output() && !connecting {
+        if !conn.accepts_output() && !matches!(conn.state(), ConnState::Connecting { .. }) {
             return Err(SendError::Closing);
         }
-        conn.out.len().checked_add(bytes.len()).filter(|n| *n <= max).ok_or(SendError::OverLimit)?;
-        let mut rest = bytes;
-        if conn.out.is_empty() && !connecting {
-            // Nothing queued before these bytes: write now, copy only the rest.
-            match conn.write_direct(bytes, now) {
-                Ok(n) => rest = &bytes[n..],
-                Err(e) => {
-                    log::debug!("conn {id} ({}): {e}", conn.peer);
-                    conn.close_with(CloseReason::from_io(e));
-                    self.stats.errors += 1;
-                    self.mark_dirty(id);
-                    return Err(SendError::Closing);
-                }
-            }
-        }
-        let unsent = conn.out.len() + rest.len();
-        if !rest.is_empty() {
-            conn.out.extend_from_slice(rest);
-            self.mark_dirty(id);
-        }
+        let unsent = conn.out.len().checked_add(bytes.len()).filter(|n| *n <= max).ok_or(SendError::OverLimit)?;
+        conn.out.extend_from_slice(bytes);
+        self.mark_dirty(id);
         Ok(Sent { unsent, over_high_water: unsent > high_water })
     }
 
