@@ -110,3 +110,20 @@ fn connections_over_the_cap_get_an_error_line_and_the_others_are_unaffected() {
     let mut again = connect(addr);
     round_trip(&mut again, b"room", b"ROOM");
 }
+
+#[test]
+fn a_files_client_over_the_cap_gets_an_error_in_the_files_protocol() {
+    // The loop writes no bytes of its own: the refusal is the service's,
+    // here one files reply frame, which the files client can read.
+    let root = tempfile::tempdir().unwrap();
+    let root_arg = root.path().to_str().unwrap().to_string();
+    let srv = Server::start(&["files"], &["--max-connections", "1", "--files-root", &root_arg]);
+    let addr = srv.addr("files");
+    let mut kept = connect(addr);
+    kept.write_all(&util::files_header(&serde_json::json!({"op": "list"}))).unwrap();
+    assert_eq!(util::files_reply(&mut kept)["ok"], true);
+    let mut extra = connect(addr);
+    let reply = util::files_reply(&mut extra);
+    assert_eq!(util::error_of(&reply), "too many connections, try again later");
+    util::assert_closed(&mut extra);
+}
