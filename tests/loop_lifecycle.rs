@@ -74,34 +74,32 @@ fn a_daytime_like_server_greets_and_closes_from_on_open() {
     assert_eq!(lp.state().calls(id), ["open", "close:Closed"]);
 }
 
-#[test]
-fn flow_close_is_closed_after_the_reply() {
+/// Sends `cmd`; the greeter answers `bye` and closes (by returning
+/// `Flow::Close`, or by `cx.close` on itself): the client gets the whole
+/// reply, then EOF, and the reason is `Closed`.
+fn closes_after_the_reply(cmd: &'static [u8]) {
     let (mut lp, addr) = greeter_loop(Config::default());
     let c = thread::spawn(move || {
         let mut s = client(addr);
-        s.write_all(b"quit\n").unwrap();
+        s.write_all(cmd).unwrap();
         let mut got = Vec::new();
         s.read_to_end(&mut got).unwrap();
         got
     });
     let id = closed_once(&mut lp);
     assert_eq!(c.join().unwrap(), b"welcome\nbye\n");
-    assert_eq!(lp.state().calls(id), ["open", "data:quit\n", "close:Closed"]);
+    let data = format!("data:{}", String::from_utf8_lossy(cmd));
+    assert_eq!(lp.state().calls(id), ["open", data.as_str(), "close:Closed"]);
+}
+
+#[test]
+fn flow_close_is_closed_after_the_reply() {
+    closes_after_the_reply(b"quit\n");
 }
 
 #[test]
 fn loop_close_from_the_handler_is_closed_after_the_reply() {
-    let (mut lp, addr) = greeter_loop(Config::default());
-    let c = thread::spawn(move || {
-        let mut s = client(addr);
-        s.write_all(b"close-me\n").unwrap();
-        let mut got = Vec::new();
-        s.read_to_end(&mut got).unwrap();
-        got
-    });
-    let id = closed_once(&mut lp);
-    assert_eq!(c.join().unwrap(), b"welcome\nbye\n");
-    assert_eq!(lp.state().calls(id), ["open", "data:close-me\n", "close:Closed"]);
+    closes_after_the_reply(b"close-me\n");
 }
 
 #[test]
