@@ -564,3 +564,24 @@ fn a_download_can_start_at_an_offset() {
     s.write_all(&header(&json!({"op": "stat", "file_name": "hw"}))).unwrap();
     assert_eq!(reply(&mut s)["file_size"], 11);
 }
+
+#[test]
+fn a_fifo_in_the_root_is_refused_at_once_and_the_loop_keeps_serving() {
+    // Opening a FIFO for reading blocks until a writer appears: done on the
+    // loop's thread, it would freeze every service. It is refused instead.
+    let root = tempfile::tempdir().unwrap();
+    let srv = Server::start(&["files", "echo"], &["--files-root", root.path().to_str().unwrap()]);
+    let fifo = root.path().join("pipe");
+    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    for op in ["get", "stat"] {
+        let mut s = connect(srv.addr("files"));
+        s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+        let start = Instant::now();
+        s.write_all(&header(&json!({"op": op, "file_name": "pipe"}))).unwrap();
+        let r = reply(&mut s);
+        assert!(start.elapsed() < Duration::from_secs(2), "{op} took {:?}", start.elapsed());
+        assert_eq!(error_of(&r), "`pipe` is not a regular file", "{op}");
+        let mut e = connect(srv.addr("echo"));
+        util::round_trip(&mut e, b"still here", b"STILL HERE");
+    }
+}

@@ -48,7 +48,7 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Seek, SeekFrom};
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
@@ -418,13 +418,22 @@ impl Store {
     /// the cache still matches it.
     pub fn open_read(&self, name: &str) -> Result<(File, u64, Option<String>), String> {
         let path = self.resolve(name)?;
-        let file = File::open(&path).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => match self.partial(name) {
-                Some(p) => format!("`{name}` is not complete yet: {} of {} bytes received", p.size, p.meta.file_size),
-                None => format!("no file named `{name}`; `ls` lists what is stored"),
-            },
-            _ => format!("cannot open `{name}`: {e}"),
-        })?;
+        // Non-blocking, so that a FIFO (or a device) cannot block the loop's
+        // thread in `open` waiting for a writer; no symlink as the last
+        // component. Anything but a regular file is refused after `fstat`.
+        let file =
+            OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW).open(&path).map_err(
+                |e| match e.kind() {
+                    io::ErrorKind::NotFound => match self.partial(name) {
+                        Some(p) => {
+                            format!("`{name}` is not complete yet: {} of {} bytes received", p.size, p.meta.file_size)
+                        }
+                        None => format!("no file named `{name}`; `ls` lists what is stored"),
+                    },
+                    _ if e.raw_os_error() == Some(libc::ELOOP) => format!("`{name}` is not a regular file"),
+                    _ => format!("cannot open `{name}`: {e}"),
+                },
+            )?;
         let m = file.metadata().map_err(|e| format!("cannot stat `{name}`: {e}"))?;
         if !m.is_file() {
             return Err(format!("`{name}` is not a regular file"));
