@@ -21,6 +21,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::timer::later;
+
 /// What a connection's handler is doing, as far as deadlines go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Activity {
@@ -97,11 +99,11 @@ impl Deadlines {
     /// The earliest deadline, given whether the connection still reads
     /// (idle and message deadlines only apply while it does).
     pub(crate) fn next(&self, t: &Timeouts, reading: bool) -> Option<(Instant, Expiry)> {
-        let send = self.out_since.map(|at| (at + t.send, Expiry::Send));
+        let send = self.out_since.map(|at| (later(at, t.send), Expiry::Send));
         let phase = match (reading, self.declared, self.receiving_since) {
             (false, ..) | (true, Activity::Working, _) => None,
-            (true, _, Some(since)) => Some((since + t.message, Expiry::Message)),
-            (true, _, None) => Some((self.last_activity + t.idle, Expiry::Idle)),
+            (true, _, Some(since)) => Some((later(since, t.message), Expiry::Message)),
+            (true, _, None) => Some((later(self.last_activity, t.idle), Expiry::Idle)),
         };
         match (send, phase) {
             (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),

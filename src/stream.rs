@@ -41,6 +41,14 @@ impl Stream {
         }
     }
 
+    /// The socket's pending error (`SO_ERROR`), if any.
+    pub(crate) fn take_error(&self) -> io::Result<Option<io::Error>> {
+        match self {
+            Stream::Tcp(s) => s.take_error(),
+            Stream::Unix(s) => s.take_error(),
+        }
+    }
+
     /// A pending connect's outcome: `Ok(Some(peer))` connected, `Ok(None)`
     /// still in progress, `Err` failed.
     pub(crate) fn connect_outcome(&self) -> io::Result<Option<PeerAddr>> {

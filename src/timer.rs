@@ -37,6 +37,12 @@ pub(crate) enum TimerKind {
     Loop,
 }
 
+/// `at + d`, saturating: a `Duration::MAX` meaning "never" gives an instant
+/// about a century away instead of a panic.
+pub(crate) fn later(at: Instant, d: std::time::Duration) -> Instant {
+    at.checked_add(d).unwrap_or_else(|| at + std::time::Duration::from_secs(100 * 365 * 24 * 3600))
+}
+
 /// One heap entry: when, what for, and whose (slot key and serial).
 pub(crate) type Due = (Instant, TimerKind, usize, u64);
 

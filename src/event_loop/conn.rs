@@ -188,15 +188,10 @@ impl<S> Conn<S> {
     /// Starts a graceful close: flush, then FIN (and linger while the peer
     /// may still be sending).
     pub(crate) fn begin_close(&mut self, reason: CloseReason) {
-        if self.is_live() || matches!(self.state, ConnState::Connecting { .. }) {
+        if self.is_live() {
             self.reason.get_or_insert(reason);
             self.set_state(ConnState::Flushing { linger: !self.peer_eof });
         }
-    }
-
-    /// Decides the reason a later close will report, unless one is set.
-    pub(crate) fn set_reason(&mut self, reason: CloseReason) {
-        self.reason.get_or_insert(reason);
     }
 
     /// Flush, then close without lingering (at shutdown).
@@ -219,6 +214,11 @@ impl<S> Conn<S> {
     /// Whether more output may be queued: live, and our write side not shut.
     pub(crate) fn accepts_output(&self) -> bool {
         self.is_live() && self.write_side == WriteSide::Open
+    }
+
+    /// Whether our write side is still open (no `shutdown_write` yet).
+    pub(crate) fn write_open(&self) -> bool {
+        self.write_side == WriteSide::Open
     }
 
     /// Half-close: send FIN once the queued output is flushed.
@@ -393,12 +393,14 @@ impl<S> Conn<S> {
                 Pass::Idle
             }
             ConnState::Flushing { linger } if self.out.is_empty() => {
-                if linger && self.write_side != WriteSide::Shut {
-                    // Send our FIN now; keep reading so the peer gets the
-                    // reply and a clean close, not a reset.
-                    let _ = self.stream.shutdown_write();
-                    self.write_side = WriteSide::Shut;
-                    let deadline = self.now + cfg.linger_time;
+                if linger {
+                    // Send our FIN now (if not sent already); keep reading so
+                    // the peer gets the reply and a clean close, not a reset.
+                    if self.write_side != WriteSide::Shut {
+                        let _ = self.stream.shutdown_write();
+                        self.write_side = WriteSide::Shut;
+                    }
+                    let deadline = crate::timer::later(self.now, cfg.linger_time);
                     self.set_state(ConnState::Lingering { deadline, discarded: 0 });
                     return Pass::More;
                 }
@@ -417,7 +419,17 @@ impl<S> Conn<S> {
 
     /// The deadline entry fired: `Err` with the reason if the connection
     /// expired, otherwise the next entry to push, if any.
-    pub(crate) fn check_deadline(&mut self, now: Instant, t: &Timeouts) -> Result<Option<Instant>, Timeout> {
+    pub(crate) fn check_deadline(
+        &mut self,
+        at: Instant,
+        now: Instant,
+        t: &Timeouts,
+    ) -> Result<Option<Instant>, Timeout> {
+        if !self.deadlines.is_armed_at(at) {
+            // A stale entry (an earlier one was armed since): the armed one
+            // will fire on its own. Acting on this one would add a chain.
+            return Ok(None);
+        }
         self.deadlines.fired();
         let Some(reading) = self.deadline_phase() else { return Ok(None) };
         match self.deadlines.next(t, reading) {

@@ -66,7 +66,7 @@ impl<'a, S: 'static> Context<'a, S> {
     /// one timer; setting it again moves it.
     pub fn set_timer(&mut self, after: Duration) {
         let me = self.me();
-        me.timer_at = Some(Instant::now() + after);
+        me.timer_at = Some(crate::timer::later(Instant::now(), after));
         me.timer_unscheduled = true;
     }
 

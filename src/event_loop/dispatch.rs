@@ -167,6 +167,18 @@ impl<S: 'static> Loop<S> {
             }
         }
         let mut more = false;
+        if ready.error {
+            // A connection that is not reading (held, half-closed, paused)
+            // would not meet the error in `read`: fetch it, so a reset peer
+            // is not kept forever.
+            if let Ok(conn) = self.conn_mut(id) {
+                if !conn.reads() {
+                    if let Some(e) = conn.stream.take_error()? {
+                        return Err(e);
+                    }
+                }
+            }
+        }
         if ready.readable {
             more |= self.read_conn(id, scratch, ready.hup())? == Pass::More;
         }

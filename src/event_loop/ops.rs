@@ -279,7 +279,7 @@ impl<S: 'static> Loop<S> {
 
     fn add_outbound(&mut self, stream: io::Result<Stream>, peer: PeerAddr, handler: Box<dyn Handler<S>>) -> SourceId {
         let id = self.reserve();
-        let deadline = self.now_or_later() + self.cfg.connect_timeout;
+        let deadline = crate::timer::later(self.now_or_later(), self.cfg.connect_timeout);
         let failed = |e| {
             // No socket to watch: a placeholder that the loop closes at once,
             // so the handler hears of it through `on_close` like any failure.
@@ -291,11 +291,15 @@ impl<S: 'static> Loop<S> {
             Err(e) => match failed(e) {
                 Some((s, e)) => (s, Some(e)),
                 None => {
-                    // Not even a placeholder: tell the handler now.
+                    // Not even a placeholder socket: the handler hears it from
+                    // a timer at the next pass, never from inside `connect`
+                    // (a handler that redials from `on_close` would recurse).
                     let mut handler = handler;
-                    self.stats.connect_failed += 1;
-                    let e = io::Error::other("no file descriptors for a connection");
-                    handler.on_close(id, CloseReason::ConnectFailed(e), self);
+                    self.after(std::time::Duration::ZERO, move |lp| {
+                        lp.stats.connect_failed += 1;
+                        let e = io::Error::other("no file descriptors for a connection");
+                        handler.on_close(id, CloseReason::ConnectFailed(e), lp);
+                    });
                     return id;
                 }
             },
@@ -336,7 +340,8 @@ impl<S: 'static> Loop<S> {
         let high_water = self.cfg.high_water;
         let max = self.cfg.max_output;
         let conn = self.conn_mut(id)?;
-        if !conn.accepts_output() && !matches!(conn.state(), ConnState::Connecting { .. }) {
+        let connecting = matches!(conn.state(), ConnState::Connecting { .. });
+        if !(conn.accepts_output() || connecting && conn.write_open()) {
             return Err(SendError::Closing);
         }
         let unsent = conn.out.len().checked_add(bytes.len()).filter(|n| *n <= max).ok_or(SendError::OverLimit)?;
@@ -353,10 +358,14 @@ impl<S: 'static> Loop<S> {
 
     /// Closes gracefully: stop reading, flush what is queued, then FIN
     /// (lingering while the peer may still send, as after an error reply).
+    /// A connection still connecting closes at once: with nothing queued
+    /// that is `CloseReason::Closed`; bytes queued for it are dropped, and
+    /// the reason says so (`Aborted`).
     pub fn close(&mut self, id: SourceId) -> Result<(), SendError> {
         let conn = self.conn_mut(id)?;
         if matches!(conn.state(), ConnState::Connecting { .. }) {
-            conn.close_with(CloseReason::Closed);
+            let why = if conn.out.is_empty() { CloseReason::Closed } else { CloseReason::Aborted };
+            conn.close_with(why);
         } else {
             conn.begin_close(CloseReason::Closed);
         }

@@ -20,14 +20,19 @@ impl<S: 'static> EventLoop<S> {
     /// any child process groups still running. Handlers of connections
     /// closed by the shutdown hear [`CloseReason::Shutdown`].
     pub fn shutdown(&mut self, grace: Duration) -> io::Result<()> {
-        let deadline = Instant::now() + grace;
+        let deadline = crate::timer::later(Instant::now(), grace);
         for id in self.ids(|s| matches!(s, Source::Listener(_))) {
             self.reclaim(id);
         }
         for id in self.ids(|s| matches!(s, Source::Conn(_))) {
             if let Ok(c) = self.conn_mut(id) {
                 c.now = Instant::now();
-                c.set_reason(CloseReason::Shutdown);
+                if let super::conn::ConnState::Connecting { .. } = c.state() {
+                    // Still connecting: no new connection opens during a shutdown.
+                    c.close_with(CloseReason::Shutdown);
+                    self.mark_dirty(id);
+                    continue;
+                }
             }
             self.call_and_flush(id, Call::Shutdown);
             if let Ok(c) = self.conn_mut(id) {

@@ -41,10 +41,11 @@ impl<S: 'static> Loop<S> {
         self.add_timer(delay, TimerFn::Once(Box::new(f)))
     }
 
-    /// Calls `f` every `period` (the first time after one period) until it
-    /// returns [`Flow::Close`] or the timer is cancelled. A late pass does not
-    /// make it fire several times to catch up.
+    /// Calls `f` every `period` (the first time after one period; at least
+    /// 1 ms) until it returns [`Flow::Close`] or the timer is cancelled. A
+    /// late pass does not make it fire several times to catch up.
     pub fn every(&mut self, period: Duration, f: impl FnMut(&mut Loop<S>) -> Flow + 'static) -> TimerId {
+        let period = period.max(Duration::from_millis(1));
         self.add_timer(period, TimerFn::Every(period, Box::new(f)))
     }
 
@@ -62,7 +63,7 @@ impl<S: 'static> Loop<S> {
 
     fn add_timer(&mut self, delay: Duration, f: TimerFn<S>) -> TimerId {
         let serial = self.reserve().serial;
-        let at = Instant::now() + delay;
+        let at = crate::timer::later(Instant::now(), delay);
         let key = self.loop_timers.insert(LoopTimer { serial, at, f: Some(f) });
         self.timers.schedule(at, TimerKind::Loop, key, serial);
         TimerId { key, serial }
@@ -89,7 +90,9 @@ impl<S: 'static> Loop<S> {
                     self.loop_timers.remove(key);
                     return;
                 }
-                let next = (at + period).max(self.now);
+                // Late: the next tick is a period from now, not at once.
+                let due = crate::timer::later(at, period);
+                let next = if due > self.now { due } else { crate::timer::later(self.now, period) };
                 let t = &mut self.loop_timers[key];
                 t.at = next;
                 t.f = Some(TimerFn::Every(period, f));
@@ -137,7 +140,7 @@ impl<S: 'static> Loop<S> {
                     }
                     _ => {}
                 },
-                (TimerKind::Deadline, Some(Source::Conn(conn))) => match conn.check_deadline(now, &timeouts) {
+                (TimerKind::Deadline, Some(Source::Conn(conn))) => match conn.check_deadline(at, now, &timeouts) {
                     Ok(Some(at)) => self.timers.schedule(at, TimerKind::Deadline, key, serial),
                     Ok(None) => {}
                     Err(why) => {
