@@ -194,6 +194,11 @@ impl<S> Conn<S> {
         }
     }
 
+    /// Replaces the reason a close in progress will report (shutdown only).
+    pub(crate) fn replace_reason(&mut self, reason: CloseReason) {
+        self.reason = Some(reason);
+    }
+
     /// Flush, then close without lingering (at shutdown).
     pub(crate) fn no_linger(&mut self) {
         if self.state == (ConnState::Flushing { linger: true }) {
