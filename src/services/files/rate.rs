@@ -13,7 +13,7 @@
 //!                                                                        └─ too few: error reply, close
 //! ```
 //!
-//! Pure bookkeeping: the handler owns the timer ([`crate::service::Context::set_timer`]).
+//! Pure bookkeeping: the handler owns the timer (`Context::set_timer`).
 
 use std::time::Duration;
 
