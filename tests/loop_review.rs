@@ -91,3 +91,76 @@ fn a_zero_period_timer_does_not_spin_the_loop() {
     let n = ticks.get();
     assert!((1..=220).contains(&n), "{n} ticks in 200 ms");
 }
+
+/// Records what each connection receives, in the loop's state.
+#[derive(Default)]
+struct Seen {
+    ids: Vec<wireloop::SourceId>,
+    data: Vec<u8>,
+}
+
+struct Recorder;
+
+impl Handler<Seen> for Recorder {
+    fn on_open(&mut self, cx: &mut Context<'_, Seen>) -> Flow {
+        let me = cx.id();
+        cx.state_mut().ids.push(me);
+        Flow::Continue
+    }
+
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, Seen>) -> Flow {
+        let bytes = input.bytes().to_vec();
+        input.consume(bytes.len());
+        cx.state_mut().data.extend_from_slice(&bytes);
+        Flow::Continue
+    }
+}
+
+#[test]
+fn a_drain_does_not_resume_a_reader_the_embedder_paused() {
+    use std::io::Read;
+    let cfg = Config { high_water: 64 * 1024, low_water: 16 * 1024, ..Config::default() };
+    let mut lp = EventLoop::with_state(cfg, Seen::default()).unwrap();
+    let addr = lp.listen("127.0.0.1:0".parse().unwrap(), |_| Recorder).unwrap().addr;
+    let mut reader_peer = TcpStream::connect(addr).unwrap();
+    let mut target_peer = TcpStream::connect(addr).unwrap();
+    let start = Instant::now();
+    while lp.state().ids.len() < 2 && start.elapsed() < Duration::from_secs(5) {
+        lp.poll_once(Some(Duration::from_millis(5))).unwrap();
+    }
+    let (reader, target) = (lp.state().ids[0], lp.state().ids[1]);
+    // The embedder pauses the reader; then it also waits on a full target.
+    lp.pause_reading(reader).unwrap();
+    let mut queued = 0;
+    while lp.unsent(target).unwrap() <= 64 * 1024 {
+        lp.send(target, &[1u8; 64 * 1024]).unwrap();
+        queued += 64 * 1024;
+        lp.poll_once(Some(Duration::ZERO)).unwrap();
+        assert!(queued < 64 << 20, "the target never filled");
+    }
+    lp.pause_until_drained(reader, target).unwrap();
+    // The target's peer reads everything: the target drains.
+    let drain = thread::spawn(move || {
+        let mut buf = vec![0u8; 1 << 16];
+        let mut got = 0;
+        target_peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        while got < queued {
+            got += target_peer.read(&mut buf).unwrap();
+        }
+        target_peer
+    });
+    reader_peer.write_all(b"held\n").unwrap();
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_millis(400) {
+        lp.poll_once(Some(Duration::from_millis(5))).unwrap();
+    }
+    let _target_peer = drain.join().unwrap();
+    assert_eq!(lp.unsent(target), Ok(0), "the target drained");
+    assert!(lp.state().data.is_empty(), "the drain resumed a reader the embedder had paused");
+    lp.resume_reading(reader).unwrap();
+    let start = Instant::now();
+    while lp.state().data.is_empty() && start.elapsed() < Duration::from_secs(5) {
+        lp.poll_once(Some(Duration::from_millis(5))).unwrap();
+    }
+    assert_eq!(lp.state().data, b"held\n");
+}

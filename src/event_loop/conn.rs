@@ -20,7 +20,8 @@
 //! * Every state change goes through [`Conn::set_state`], which traces
 //!   `from => to` naming the connection; `Closed` is entered only through
 //!   [`Conn::close_with`], which records the reason (the first one wins).
-//! * Reading happens only in `Open` while not held by the embedder (and, to
+//! * Reading happens only in `Open` while not held by the embedder nor
+//!   waiting for another connection to drain (and, to
 //!   discard, in `Lingering`).
 //! * The registered interest includes `WRITABLE` iff output is waiting (or
 //!   the connect is in progress).
@@ -95,6 +96,10 @@ pub(crate) struct Conn<S> {
     pub(crate) peer_eof: bool,
     /// Reading held by the embedder (`Loop::pause_reading`).
     pub(crate) held: bool,
+    /// Connections this one's reading waits on to drain
+    /// (`Loop::pause_until_drained`); it reads again when none is left and it
+    /// is not held.
+    pub(crate) waits: u32,
     /// `on_open` was called: `on_close` is owed.
     pub(crate) opened: bool,
     /// Why it is closing or closed, once decided.
@@ -139,6 +144,7 @@ impl<S> Conn<S> {
             write_side: WriteSide::Open,
             peer_eof: false,
             held: false,
+            waits: 0,
             opened: false,
             reason: None,
             dirty: false,
@@ -236,7 +242,7 @@ impl<S> Conn<S> {
 
     /// Whether the socket should be read now.
     pub(crate) fn reads(&self) -> bool {
-        self.state == ConnState::Open && !self.held
+        self.state == ConnState::Open && !self.held && self.waits == 0
     }
 
     /// The peer sent EOF.
@@ -452,7 +458,7 @@ impl<S> Conn<S> {
     /// apply only while the connection reads.
     fn deadline_phase(&self) -> Option<bool> {
         match self.state {
-            ConnState::Open if !self.held => Some(true),
+            ConnState::Open if !self.held && self.waits == 0 => Some(true),
             ConnState::HalfClosed => Some(true),
             ConnState::Open | ConnState::Paused | ConnState::Flushing { .. } => Some(false),
             ConnState::Connecting { .. } | ConnState::Lingering { .. } | ConnState::Closed => None,

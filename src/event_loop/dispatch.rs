@@ -277,7 +277,7 @@ impl<S: 'static> Loop<S> {
         let waiters = std::mem::take(&mut conn.drain_waiters);
         let drain = conn.want_drain && conn.is_live();
         for w in waiters {
-            let _ = self.resume_reading(w);
+            self.drained(w);
         }
         if !drain {
             return Pass::Idle;

@@ -512,7 +512,7 @@ impl<S: 'static> Loop<S> {
                     }
                 }
                 for w in std::mem::take(&mut c.drain_waiters) {
-                    let _ = self.resume_reading(w);
+                    self.drained(w);
                 }
                 let handler = c.handler.take();
                 drop(c);

@@ -406,30 +406,49 @@ impl<S: 'static> Loop<S> {
     }
 
     /// Reads from connection `id` again (including whatever arrived
-    /// meanwhile).
+    /// meanwhile), once no [`Loop::pause_until_drained`] still holds it.
     pub fn resume_reading(&mut self, id: SourceId) -> Result<(), SendError> {
         let conn = self.conn_mut(id)?;
         if conn.held {
             log::trace!("conn {id}: reading resumed");
             conn.held = false;
-            self.pending.push_back(id.token());
+            if conn.reads() {
+                self.pending.push_back(id.token());
+            }
         }
         Ok(())
     }
 
+    /// A connection `reader` waited on drained (or closed).
+    pub(crate) fn drained(&mut self, reader: SourceId) {
+        if let Ok(conn) = self.conn_mut(reader) {
+            conn.waits = conn.waits.saturating_sub(1);
+            if conn.reads() {
+                log::trace!("conn {reader}: reading resumed (drained)");
+                self.pending.push_back(reader.token());
+            }
+        }
+    }
+
     /// Pauses reading from `reader` until `target`'s unsent output falls to
     /// the low-water mark (or `target` closes). A proxy calls this when
-    /// [`Sent::over_high_water`] says the other side is full.
+    /// [`Sent::over_high_water`] says the other side is full. Separate from
+    /// [`Loop::pause_reading`]: a drain never resumes a reader the embedder
+    /// paused, and a reader waiting on several targets reads again once all
+    /// have drained.
     pub fn pause_until_drained(&mut self, reader: SourceId, target: SourceId) -> Result<(), SendError> {
         let low = self.cfg.low_water;
+        self.conn(reader)?;
         let t = self.conn_mut(target)?;
-        if t.out.len() <= low {
+        if t.out.len() <= low || t.drain_waiters.contains(&reader) {
             return Ok(());
         }
-        if !t.drain_waiters.contains(&reader) {
-            t.drain_waiters.push(reader);
-        }
-        self.pause_reading(reader)
+        t.drain_waiters.push(reader);
+        let r = self.conn_mut(reader)?;
+        r.waits += 1;
+        log::trace!("conn {reader}: reading waits for conn {target} to drain");
+        self.mark_dirty(reader);
+        Ok(())
     }
 
     /// Removes a listener, UDP socket or registered source now; on a
