@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use loop_util::{client, local, pattern, pump_for, pump_until, read_n, Ev, Log, Probe};
+use loop_util::{client, local, pattern, pump_for, pump_until, read_n, record_open, Ev, Log, Probe};
 use wireloop::{
     services, ChildId, ChildStream, CloseReason, Config, Context, EventLoop, Flow, Handler, Input, Loop, PeerAddr,
     SendError, Sent, Service, SourceId, Timeout,
@@ -252,9 +252,7 @@ struct Big {
 
 impl Handler<Log> for Big {
     fn on_open(&mut self, cx: &mut Context<'_, Log>) -> Flow {
-        let id = cx.id();
-        cx.state_mut().evs.push(Ev::Open(id));
-        Flow::Continue
+        record_open(cx)
     }
 
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, Log>) -> Flow {
@@ -376,9 +374,7 @@ struct HalfCloser;
 
 impl Handler<Log> for HalfCloser {
     fn on_open(&mut self, cx: &mut Context<'_, Log>) -> Flow {
-        let id = cx.id();
-        cx.state_mut().evs.push(Ev::Open(id));
-        Flow::Continue
+        record_open(cx)
     }
 
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, Log>) -> Flow {
@@ -641,9 +637,7 @@ struct Lines;
 
 impl Handler<Log> for Lines {
     fn on_open(&mut self, cx: &mut Context<'_, Log>) -> Flow {
-        let id = cx.id();
-        cx.state_mut().evs.push(Ev::Open(id));
-        Flow::Continue
+        record_open(cx)
     }
 
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, Log>) -> Flow {

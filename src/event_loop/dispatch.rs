@@ -15,7 +15,7 @@ use super::conn::{ConnState, Pass};
 use super::context::Context;
 use super::handler::{CloseReason, Flow, Handler, Input};
 use super::ops::Loop;
-use super::Ready;
+use super::Readiness;
 use crate::buffer::OutBuf;
 use crate::child::{ChildId, ChildStream};
 use crate::id::SourceId;
@@ -110,7 +110,13 @@ impl<S: 'static> Loop<S> {
     }
 
     /// One pass over a connection. Returns true if it needs another pass.
-    pub(crate) fn drive_conn(&mut self, id: SourceId, ready: Ready, scratch: &mut [u8], spare: &mut OutBuf) -> bool {
+    pub(crate) fn drive_conn(
+        &mut self,
+        id: SourceId,
+        ready: Readiness,
+        scratch: &mut [u8],
+        spare: &mut OutBuf,
+    ) -> bool {
         let now = self.now;
         let Ok(conn) = self.conn_mut(id) else { return false };
         conn.now = now;
@@ -141,7 +147,7 @@ impl<S: 'static> Loop<S> {
         more
     }
 
-    fn conn_pass(&mut self, id: SourceId, ready: Ready, scratch: &mut [u8]) -> io::Result<bool> {
+    fn conn_pass(&mut self, id: SourceId, ready: Readiness, scratch: &mut [u8]) -> io::Result<bool> {
         let nodelay = self.cfg.nodelay;
         let Ok(conn) = self.conn_mut(id) else { return Ok(false) };
         if let ConnState::Connecting { .. } = conn.state() {
@@ -193,8 +199,8 @@ impl<S: 'static> Loop<S> {
                     self.timers.schedule(deadline, TimerKind::Linger, id.key, id.serial);
                 }
             }
-            if drained {
-                after = self.after_drain(id).max_pass(after);
+            if drained && self.after_drain(id) == Pass::More {
+                after = Pass::More;
             }
             if after == Pass::Idle {
                 break;
@@ -296,20 +302,6 @@ impl<S: 'static> Loop<S> {
         if live {
             self.call(id, &[], kind);
             self.mark_dirty(id);
-        }
-    }
-}
-
-trait MaxPass {
-    fn max_pass(self, other: Pass) -> Pass;
-}
-
-impl MaxPass for Pass {
-    fn max_pass(self, other: Pass) -> Pass {
-        if self == Pass::More || other == Pass::More {
-            Pass::More
-        } else {
-            Pass::Idle
         }
     }
 }

@@ -116,8 +116,6 @@ impl Readiness {
     }
 }
 
-pub(crate) type Ready = Readiness;
-
 /// A socket the loop bound: its id and its real local address (the real port
 /// when port 0 was asked for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -471,8 +469,7 @@ impl<S: 'static> Loop<S> {
                 break;
             }
             let quiet = quiet || round >= CLOSE_ROUNDS;
-            let ids: Vec<SourceId> = self.sources.iter().map(|(k, e)| SourceId::new(k, e.serial)).collect();
-            for id in ids {
+            for id in self.ids(|_| true) {
                 if let Ok(c) = self.conn_mut(id) {
                     c.close_with(CloseReason::Shutdown);
                     if quiet {
@@ -482,6 +479,11 @@ impl<S: 'static> Loop<S> {
                 self.reclaim(id);
             }
         }
+    }
+
+    /// The ids of the sources `pick` chooses, for acting on each in turn.
+    pub(crate) fn ids(&self, pick: impl Fn(&Source<S>) -> bool) -> Vec<SourceId> {
+        self.sources.iter().filter(|(_, e)| pick(&e.source)).map(|(k, e)| SourceId::new(k, e.serial)).collect()
     }
 
     /// Deregisters and removes a source. The one place sources leave the

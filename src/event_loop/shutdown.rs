@@ -11,7 +11,6 @@ use super::dispatch::Call;
 use super::handler::{CloseReason, Flow};
 use super::ops::Source;
 use super::EventLoop;
-use crate::id::SourceId;
 
 impl<S: 'static> EventLoop<S> {
     /// Graceful shutdown: stop accepting; ask each handler whether it has a
@@ -58,10 +57,6 @@ impl<S: 'static> EventLoop<S> {
         }
         self.close_all(false);
         Ok(())
-    }
-
-    fn ids(&self, pick: impl Fn(&Source<S>) -> bool) -> Vec<SourceId> {
-        self.sources.iter().filter(|(_, e)| pick(&e.source)).map(|(k, e)| SourceId::new(k, e.serial)).collect()
     }
 
     /// Connections still open (finishing, flushing or lingering) or UDP

@@ -78,6 +78,14 @@ pub struct Log {
     pub evs: Vec<Ev>,
 }
 
+/// Records `on_open` for the connection in `cx` (every recording handler's
+/// `on_open`).
+pub fn record_open(cx: &mut Context<'_, Log>) -> Flow {
+    let id = cx.id();
+    cx.state_mut().evs.push(Ev::Open(id));
+    Flow::Continue
+}
+
 impl Log {
     /// The ids that were opened, in order.
     pub fn opened(&self) -> Vec<SourceId> {
