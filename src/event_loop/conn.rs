@@ -200,12 +200,17 @@ impl<S> Conn<S> {
         }
     }
 
-    /// Replaces the reason a close in progress will report (shutdown only).
-    pub(crate) fn replace_reason(&mut self, reason: CloseReason) {
-        self.reason = Some(reason);
+    /// `on_shutdown` said `Close`: flush, then close without lingering,
+    /// reporting `Shutdown`.
+    pub(crate) fn close_for_shutdown(&mut self) {
+        if self.is_live() {
+            self.reason.get_or_insert(CloseReason::Shutdown);
+            self.set_state(ConnState::Flushing { linger: false });
+        }
     }
 
-    /// Flush, then close without lingering (at shutdown).
+    /// A connection already closing flushes, then closes without lingering
+    /// (at shutdown).
     pub(crate) fn no_linger(&mut self) {
         if self.state == (ConnState::Flushing { linger: true }) {
             self.set_state(ConnState::Flushing { linger: false });

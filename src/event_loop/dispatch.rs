@@ -80,7 +80,13 @@ impl<S: 'static> Loop<S> {
         conn.handler = Some(handler);
         conn.inbuf = inbuf;
         conn.deadlines.after_call(now, declared, !conn.out.is_empty(), !conn.inbuf.is_empty());
-        conn.after_flow(flow, cfg);
+        if matches!(kind, Call::Shutdown) && flow == Flow::Close {
+            // Closed because the loop is stopping; one that goes on (a
+            // request in flight) closes later for its own reason.
+            conn.close_for_shutdown();
+        } else {
+            conn.after_flow(flow, cfg);
+        }
         Some(flow)
     }
 

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use log::warn;
 
 use super::dispatch::Call;
-use super::handler::{CloseReason, Flow};
+use super::handler::CloseReason;
 use super::ops::Source;
 use super::EventLoop;
 
@@ -33,15 +33,8 @@ impl<S: 'static> EventLoop<S> {
                     continue;
                 }
             }
-            let live = self.conn(id).is_ok_and(|c| c.is_live());
-            let flow = if live { self.call(id, &[], Call::Shutdown) } else { None };
-            self.mark_dirty(id);
+            self.call_and_flush(id, Call::Shutdown);
             if let Ok(c) = self.conn_mut(id) {
-                if flow == Some(Flow::Close) {
-                    // Closed because the loop is stopping: say so. One that
-                    // goes on (a request in flight) closes for its own reason.
-                    c.replace_reason(CloseReason::Shutdown);
-                }
                 // No lingering at shutdown: flush, then close.
                 c.no_linger();
             }
