@@ -279,7 +279,7 @@ impl<S: 'static> Loop<S> {
 
     fn add_outbound(&mut self, stream: io::Result<Stream>, peer: PeerAddr, handler: Box<dyn Handler<S>>) -> SourceId {
         let id = self.reserve();
-        let deadline = crate::timer::later(self.now_or_later(), self.cfg.connect_timeout);
+        let deadline = crate::timer::later(Instant::now(), self.cfg.connect_timeout);
         let failed = |e| {
             // No socket to watch: a placeholder that the loop closes at once,
             // so the handler hears of it through `on_close` like any failure.
@@ -323,10 +323,6 @@ impl<S: 'static> Loop<S> {
         }
         debug!("conn {id}: connecting to {}", self.conn(id).map(|c| c.peer.to_string()).unwrap_or_default());
         id
-    }
-
-    fn now_or_later(&self) -> Instant {
-        self.now.max(Instant::now())
     }
 
     // ---- writing to and closing any connection ----
