@@ -60,7 +60,9 @@ pub use child::{ChildId, ChildStream};
 pub use config::Config;
 pub use deadline::Activity;
 pub use event_loop::handler::{CloseReason, DatagramService, Flow, Handler, Input, Reply, Service, Timeout};
-pub use event_loop::{Bound, Context, EventLoop, Handle, Loop, Readiness, Receipt, SendError, Sent, Stats, UdpStats};
+pub use event_loop::{
+    Bound, Context, EventLoop, Handle, Loop, Readiness, Receipt, SendError, Sent, Stats, UdpStats, PENDING_SLICE,
+};
 pub use id::{SourceId, TimerId};
 pub use mio::Interest;
 pub use peer::PeerAddr;

@@ -129,12 +129,12 @@ fn listing_filters_by_prefix_and_hides_the_hidden_dir() {
         fs::create_dir_all(p.parent().unwrap()).unwrap();
         fs::write(p, n).unwrap();
     }
-    let names = |p: &str| s.list(p).unwrap().0.into_iter().map(|e| e.name).collect::<Vec<_>>();
+    let names = |p: &str| s.list(p, None, 1000).unwrap().0.into_iter().map(|e| e.name).collect::<Vec<_>>();
     assert_eq!(names(""), ["a/x.txt", "a/y.txt", "b/z.txt", "top"]);
     assert_eq!(names("a/"), ["a/x.txt", "a/y.txt"]);
     assert_eq!(names("/a/y"), ["a/y.txt"]);
     assert_eq!(names("t"), ["top"]);
-    assert!(s.list("../").is_err());
+    assert!(s.list("../", None, 1000).is_err());
 }
 
 fn age(path: &Path, by: Duration) {
@@ -159,4 +159,37 @@ fn a_partial_ages_by_its_last_write_not_by_its_start() {
     assert_eq!(s.sweep_partials().unwrap(), 1);
     assert!(s.partial("slow/one").is_none());
     assert_eq!(fs::read_dir(dir.path().join(HIDDEN).join("partial")).unwrap().count(), 0);
+}
+
+#[test]
+fn listing_pages_cover_every_name_once_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let mut want = Vec::new();
+    for d in ["a", "a/b", "c", ""] {
+        for i in 0..6 {
+            let n = if d.is_empty() { format!("f{i}") } else { format!("{d}/f{i}") };
+            let p = dir.path().join(&n);
+            fs::create_dir_all(p.parent().unwrap()).unwrap();
+            fs::write(p, &n).unwrap();
+            want.push(n);
+        }
+    }
+    want.sort();
+    for limit in [1, 5, 7, 24, 1000] {
+        let (mut got, mut after) = (Vec::new(), None);
+        loop {
+            let (page, more) = s.list("", after.clone(), limit).unwrap();
+            assert!(page.len() <= limit);
+            got.extend(page.into_iter().map(|e| e.name));
+            if !more {
+                break;
+            }
+            after = got.last().cloned();
+        }
+        assert_eq!(got, want, "limit {limit}");
+    }
+    let (page, more) = s.list("a/", Some("a/b/f5".into()), 3).unwrap();
+    assert_eq!(page.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["a/f0", "a/f1", "a/f2"]);
+    assert!(more);
 }

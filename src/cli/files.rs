@@ -231,14 +231,18 @@ pub fn run_ls(args: LsArgs) -> Result<ExitCode, String> {
     };
     let prefix = rest.first().cloned().unwrap_or_default();
     let mut client = connect(addr)?;
-    let (files, truncated) = client.list(&prefix).map_err(|e| format!("listing failed: {e}"))?;
     let mut out = io::stdout().lock();
-    for f in &files {
-        writeln!(out, "{:>14}  {}  {}", f.size, utc(f.mtime), f.name).map_err(|e| e.to_string())?;
-    }
-    if truncated {
-        eprintln!("(only the first {} files are listed)", files.len());
-    }
+    let mut written = Ok(());
+    client
+        .list(&prefix, |page| {
+            for f in page {
+                if written.is_ok() {
+                    written = writeln!(out, "{:>14}  {}  {}", f.size, utc(f.mtime), f.name);
+                }
+            }
+        })
+        .map_err(|e| format!("listing failed: {e}"))?;
+    written.map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
 }
 

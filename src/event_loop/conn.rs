@@ -113,6 +113,13 @@ pub(crate) struct Conn<S> {
     pub(crate) timer_unscheduled: bool,
     /// The handler asked for `on_drain` once output reaches low water.
     pub(crate) want_drain: bool,
+    /// The handler left input while the output was over high water: once
+    /// reading resumes, it is called with that input before the socket is
+    /// read again (no new bytes may arrive to announce it).
+    pub(crate) input_waiting: bool,
+    /// `on_drain` was asked for with `yield_now`: it runs from the pending
+    /// queue, after the pass's other sources, not in this pass.
+    pub(crate) drain_later: bool,
     /// Connections whose reading waits for this one's output to drain.
     pub(crate) drain_waiters: Vec<SourceId>,
     /// Message, idle and send deadlines.
@@ -151,6 +158,8 @@ impl<S> Conn<S> {
             timer_at: None,
             timer_unscheduled: false,
             want_drain: false,
+            input_waiting: false,
+            drain_later: false,
             drain_waiters: Vec::new(),
             deadlines: Deadlines::new(now),
             now,

@@ -75,12 +75,37 @@ impl<'a, S: 'static> Context<'a, S> {
         self.me().timer_at = None;
     }
 
+    /// Whether this connection's unsent output is over `Config::high_water`.
+    ///
+    /// The output bound holds while replies are built: a handler that
+    /// answers several requests in one call checks this before taking each
+    /// next request, and while it is true returns with the rest of the input
+    /// unconsumed. The loop stops reading, and once the output has drained to
+    /// `Config::low_water` calls [`crate::Handler::on_data`] again with that
+    /// input (and no new bytes) before it reads the socket again.
+    pub fn over_high_water(&mut self) -> bool {
+        let high = self.lp.cfg.high_water;
+        self.me().out.len() > high
+    }
+
     /// Asks for one [`crate::Handler::on_drain`] call once the unsent output
     /// has fallen to the loop's low-water mark. A handler that produces a
     /// large reply piece by piece (a file download) writes one piece, asks,
     /// and writes the next piece when called: its output stays bounded.
     pub fn notify_on_drain(&mut self) {
         self.me().want_drain = true;
+    }
+
+    /// Asks for one [`crate::Handler::on_drain`] call in a later turn: once
+    /// the output is at the low-water mark and the loop has served the other
+    /// sources ready now. A handler doing expensive work a piece at a time (a
+    /// directory walk, hashing a file) does one piece per call and yields
+    /// between pieces, so other peers wait for at most one piece, never for
+    /// the whole job (see [`crate::PENDING_SLICE`]).
+    pub fn yield_now(&mut self) {
+        let me = self.me();
+        me.want_drain = true;
+        me.drain_later = true;
     }
 
     /// Pauses reading this connection until `target`'s output drains to the

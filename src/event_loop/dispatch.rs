@@ -80,6 +80,10 @@ impl<S: 'static> Loop<S> {
         conn.handler = Some(handler);
         conn.inbuf = inbuf;
         conn.deadlines.after_call(now, declared, !conn.out.is_empty(), !conn.inbuf.is_empty());
+        // Input left while the output is over high water is the output
+        // bound at work (the handler stopped taking requests): it is handed
+        // back once the output drains, not when more bytes arrive.
+        conn.input_waiting = !conn.inbuf.is_empty() && conn.out.len() > cfg.high_water;
         if matches!(kind, Call::Shutdown) && flow == Flow::Close {
             // Closed because the loop is stopping; one that goes on (a
             // request in flight) closes later for its own reason.
@@ -199,7 +203,14 @@ impl<S: 'static> Loop<S> {
             more |= conn.write_ready(cfg)? == Pass::More;
             let was_lingering = matches!(conn.state(), ConnState::Lingering { .. });
             let mut after = conn.after_write(cfg);
-            let drained = conn.out.len() <= cfg.low_water && (conn.want_drain || !conn.drain_waiters.is_empty());
+            let mut drained = conn.out.len() <= cfg.low_water && (conn.want_drain || !conn.drain_waiters.is_empty());
+            if drained && conn.drain_later {
+                // `yield_now`: run `on_drain` from the pending queue, after
+                // the sources ready in this pass.
+                conn.drain_later = false;
+                drained = false;
+                more = true;
+            }
             if let ConnState::Lingering { deadline, .. } = conn.state() {
                 if !was_lingering {
                     self.timers.schedule(deadline, TimerKind::Linger, id.key, id.serial);
@@ -256,6 +267,14 @@ impl<S: 'static> Loop<S> {
             }
             if !conn.reads() {
                 return Ok(Pass::Idle);
+            }
+            if conn.input_waiting {
+                // Requests held back while the output was full: serve them
+                // before reading more (the call may pause reading again).
+                conn.input_waiting = false;
+                trace!("conn {id}: output drained; handing back {} bytes of held input", conn.inbuf.len());
+                self.call(id, &[], Call::Data);
+                continue;
             }
             let buffered = conn.inbuf.len();
             let Some(n) = conn.read_some(scratch)? else { return Ok(Pass::Idle) };

@@ -17,8 +17,13 @@
 //! * Readiness is edge-triggered: every source is read (or accepted, or
 //!   received) until `WouldBlock` (or a short read), or until its per-event
 //!   budget runs out, in which case its token goes on the `pending` queue and
-//!   is run again on the next pass (with a zero poll timeout), so one busy
-//!   peer cannot starve the rest. `Interrupted` is retried everywhere.
+//!   is run again after the pass's events (with a zero poll timeout next),
+//!   so one busy peer cannot starve the rest. The pending queue is run for at
+//!   most [`PENDING_SLICE`] of a pass (at least one source): what is left
+//!   waits for the next pass, after that pass's fresh events. A handler
+//!   doing expensive work a piece at a time (`Context::yield_now`) is run
+//!   from there, so its pieces never hold back other peers' I/O by more than
+//!   one piece. `Interrupted` is retried everywhere.
 //! * A token names a slot and the serial of what is in it (`crate::id`):
 //!   an event for a source that has closed, even one whose slot is reused,
 //!   is ignored.
@@ -75,6 +80,9 @@ const SIGCHLD: Token = Token(usize::MAX - 1);
 const REAP_FALLBACK: Duration = Duration::from_millis(500);
 /// Big enough for any UDP datagram over IPv4 (65,507 bytes of payload).
 const SCRATCH: usize = 64 * 1024;
+/// How long one pass runs its pending queue (after its events) before it
+/// polls again; at least one pending source runs per pass.
+pub const PENDING_SLICE: Duration = Duration::from_millis(1);
 
 /// What an event said a source may do; handed to registered sources'
 /// callbacks ([`Loop::add_source`]).
@@ -271,7 +279,12 @@ impl<S: 'static> EventLoop<S> {
             self.drive(token, ready);
         }
         self.events = Some(events);
-        for _ in 0..self.core.pending.len() {
+        let slice_end = self.core.now + PENDING_SLICE;
+        for i in 0..self.core.pending.len() {
+            if i > 0 && Instant::now() >= slice_end {
+                // The rest runs after the next poll's fresh events.
+                break;
+            }
             if let Some(token) = self.core.pending.pop_front() {
                 self.drive(token, Readiness::ALL);
             }

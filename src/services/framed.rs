@@ -56,6 +56,10 @@ pub fn service(cfg: FramedConfig) -> super::Refusing<impl FnMut(crate::PeerAddr)
 impl<S: 'static> Handler<S> for Framed {
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         loop {
+            if cx.over_high_water() {
+                // The rest waits, unconsumed, until the replies drain.
+                return Flow::Continue;
+            }
             match self.decoder.decode(input.bytes()) {
                 Ok(Some(frame)) => {
                     let shown = &frame.payload[..frame.payload.len().min(32)];

@@ -102,6 +102,8 @@ impl<S: 'static> Handler<S> for Handshake {
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         loop {
             match self.state {
+                // The next message waits, unconsumed, until the replies drain.
+                State::Length if cx.over_high_water() => return Flow::Continue,
                 State::Length => match digits::decode(input.bytes(), self.cfg.max) {
                     Ok(Some(len)) => self.announced(len, input, cx),
                     Ok(None) => {

@@ -33,9 +33,12 @@ impl Server {
         Server::start_args(&args, names.len())
     }
 
-    /// Starts `wireloop` with exactly `args`, expecting `expect` listening lines.
+    /// Starts `wireloop` with exactly `args`, expecting `expect` listening
+    /// lines. `WIRELOOP_BIN` names another binary to test (a release build,
+    /// for the fault suite's figures).
     pub fn start_args(args: &[String], expect: usize) -> Server {
-        let mut child = Command::new(BIN)
+        let bin = std::env::var("WIRELOOP_BIN").unwrap_or_else(|_| BIN.to_string());
+        let mut child = Command::new(bin)
             .args(args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())

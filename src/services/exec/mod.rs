@@ -206,7 +206,7 @@ impl<S: 'static> Handler<S> for Exec {
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         // One request at a time: a pipelined next request waits, unconsumed,
         // until the running one has ended.
-        while self.state == State::Idle {
+        while self.state == State::Idle && !cx.over_high_water() {
             match self.decoder.decode(input.bytes()) {
                 Ok(Some(d)) => {
                     input.consume(d.consumed);

@@ -136,13 +136,47 @@ impl Client {
         self.read_reply()
     }
 
-    /// `list`: the files whose names start with `prefix`.
-    pub fn list(&mut self, prefix: &str) -> Result<(Vec<Entry>, bool), ClientError> {
-        self.send_header(&json!({"op": "list", "prefix": prefix}))?;
+    /// `list`, one page: the files whose names start with `prefix` and sort
+    /// after `after`, and the `after` of the next page if there is one.
+    pub fn list_page(
+        &mut self,
+        prefix: &str,
+        after: Option<&str>,
+    ) -> Result<(Vec<Entry>, Option<String>), ClientError> {
+        let mut req = json!({"op": "list", "prefix": prefix});
+        if let Some(a) = after {
+            req["after"] = Value::String(a.to_string());
+        }
+        self.send_header(&req)?;
         let r = self.read_reply()?;
         let files = serde_json::from_value(r.get("files").cloned().unwrap_or(Value::Null))
             .map_err(|e| ClientError::Protocol(format!("bad listing: {e}")))?;
-        Ok((files, r.get("truncated") == Some(&Value::Bool(true))))
+        let next = match (r.get("truncated"), r.get("next")) {
+            (Some(Value::Bool(true)), Some(Value::String(n))) => Some(n.clone()),
+            (Some(Value::Bool(true)), _) => {
+                return Err(ClientError::Protocol("a truncated listing without `next`".into()));
+            }
+            _ => None,
+        };
+        if next.as_deref().is_some_and(|n| after.is_some_and(|a| n <= a)) {
+            return Err(ClientError::Protocol("the listing's `next` does not advance".into()));
+        }
+        Ok((files, next))
+    }
+
+    /// `list`: every file whose name starts with `prefix`, page by page
+    /// (`each` gets each page as it arrives).
+    pub fn list(&mut self, prefix: &str, mut each: impl FnMut(&[Entry])) -> Result<usize, ClientError> {
+        let (mut after, mut total) = (None, 0);
+        loop {
+            let (files, next) = self.list_page(prefix, after.as_deref())?;
+            total += files.len();
+            each(&files);
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(total),
+            }
+        }
     }
 
     /// Uploads `body` (the file's bytes from `offset` on) as `name`.

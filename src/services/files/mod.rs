@@ -10,7 +10,9 @@
 //!                                  [len][{"ok":true,…}] ◀──  Idle
 //!  [len][{"op":"get","file_name"}] ─────────────────────▶  [Hashing: no cached MD5, one CHUNK per drain]
 //!      [len][{"ok":true,"file_size","md5"}][body ...] ◀──  Sending: one CHUNK per on_drain ─▶ Idle
-//!  [len][{"op":"stat"|"list",…}]   ─────────────────────▶  reply at once, stay Idle
+//!  [len][{"op":"stat",…}]          ─────────────────────▶  reply at once, stay Idle
+//!  [len][{"op":"list",…}]          ─────────────────────▶  Listing: one page, built when the loop
+//!                                  ◀── [len][{"files",…}]    turns to it (`yield_now`) ─▶ Idle
 //!  refused header, no body announced                     ─▶ [len][{"ok":false,"error"}], stay Idle
 //!  refused upload (body announced), bad header, disk error ─▶ [len][{"ok":false,"error"}], Closing (lingering close)
 //! ```
@@ -41,6 +43,9 @@
 //!   for little (see [`storage`]).
 //! * While the state is busy (not `Idle`/`Receiving`), input is left
 //!   unconsumed; pipelined requests wait (bounded by the loop's `max_input`).
+//!   So do requests while the unsent output is over the high-water mark:
+//!   replies never pile up past it by more than one (a listing page is at
+//!   most [`storage::page::PAGE_BYTES`] of names).
 //!   Busy states declare [`Activity::Working`] so that the loop's message
 //!   deadline does not count the wait; an upload body never declares
 //!   `Receiving` (a large file takes longer than any message timeout), so it
@@ -65,6 +70,7 @@ use serde_json::{Map, Value};
 
 use self::proto::{announced_body, Reply, Request};
 use self::rate::MinRate;
+use self::storage::page::PAGE_MAX;
 use self::storage::{clean_name, hex, read_chunk_at, PartialInfo, Store, Upload, UploadSpec, CHUNK};
 use super::Refusing;
 use crate::codec::frame::ByteOrder;
@@ -151,6 +157,14 @@ struct Hash {
     purpose: Purpose,
 }
 
+/// A listing request, waiting for its turn to walk the tree.
+#[derive(Debug)]
+struct List {
+    prefix: String,
+    after: Option<String>,
+    limit: usize,
+}
+
 /// A download in progress.
 #[derive(Debug)]
 struct Send {
@@ -170,6 +184,8 @@ enum State {
     Verifying(Receive),
     /// Computing a finished file's MD5 before a `get` or `stat` reply.
     Hashing(Hash),
+    /// A `list` waits for its turn (`yield_now`) to build its page.
+    Listing(List),
     /// Streaming a download.
     Sending(Send),
     /// An error reply went out; the connection is closing.
@@ -183,6 +199,7 @@ impl State {
             State::Receiving(_) => "Receiving",
             State::Verifying(_) => "Verifying",
             State::Hashing(_) => "Hashing",
+            State::Listing(_) => "Listing",
             State::Sending(_) => "Sending",
             State::Closing => "Closing",
         }
@@ -270,6 +287,12 @@ impl Files {
     fn pump<S: 'static>(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         loop {
             if !matches!(self.state, State::Idle | State::Receiving(_)) {
+                return Flow::Continue;
+            }
+            if matches!(self.state, State::Idle) && cx.over_high_water() {
+                // The next request waits, unconsumed, until the replies
+                // drain (`on_drain`, or the loop's call once reading resumes).
+                cx.notify_on_drain();
                 return Flow::Continue;
             }
             let d = match self.decoder.decode(input.bytes()) {
@@ -385,14 +408,15 @@ impl Files {
                     Err(e) => self.refuse(e, Some(0), cx),
                 }
             }
-            Request::List { prefix } => match self.store.list(&prefix) {
-                Ok((files, truncated)) => {
-                    let r = Reply { files: Some(files), truncated: Some(truncated), ..Reply::ok() };
-                    self.reply(&r, cx);
-                    Flow::Continue
-                }
-                Err(e) => self.refuse(e, Some(0), cx),
-            },
+            Request::List { prefix, after, limit } => {
+                // A page walks directories and stats its files: built in
+                // `on_drain` after the loop has served the other ready
+                // peers, so a burst of listings never stalls them.
+                let limit = limit.map_or(PAGE_MAX, |l| usize::try_from(l).unwrap_or(PAGE_MAX));
+                self.set_state(State::Listing(List { prefix, after, limit }));
+                cx.yield_now();
+                Flow::Continue
+            }
         }
     }
 
@@ -517,6 +541,7 @@ impl Files {
 
     fn drain<S: 'static>(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         let flow = match &self.state {
+            State::Listing(_) => self.list_page(cx),
             State::Sending(_) => self.send_chunk(cx),
             State::Hashing(_) => self.hash_step(cx),
             State::Verifying(r) if r.hashed < r.up.written() => {
@@ -569,7 +594,7 @@ impl Files {
 /// own timer, and the idle timeout).
 fn activity(state: &State) -> Activity {
     match state {
-        State::Hashing(_) | State::Verifying(_) | State::Sending(_) => Activity::Working,
+        State::Hashing(_) | State::Verifying(_) | State::Sending(_) | State::Listing(_) => Activity::Working,
         State::Idle | State::Receiving(_) | State::Closing => Activity::Auto,
     }
 }

@@ -5,8 +5,10 @@
 //!  request  [len i32 LE][{"op":"put"?, "file_name", "file_size", "md5", "offset"?, "overwrite"?}][body: file_size - offset]
 //!           [len i32 LE][{"op":"get", "file_name", "offset"?}]
 //!           [len i32 LE][{"op":"stat", "file_name"}]
-//!           [len i32 LE][{"op":"list", "prefix"?}]
+//!           [len i32 LE][{"op":"list", "prefix"?, "after"?, "limit"?}]
 //!  reply    [len i32 LE][{"ok": true, ...}][body: only for get, file_size - offset bytes]
+//!           [len i32 LE][{"ok": true, "files": [...], "truncated", "next"?}]   (list: one page; ask
+//!                                                      again with "after": next for the following one)
 //!           [len i32 LE][{"ok": false, "error": "..."}]
 //! ```
 //!
@@ -43,10 +45,15 @@ pub enum Request {
         /// The raw name.
         file_name: String,
     },
-    /// Files whose names start with `prefix`.
+    /// One page of the files whose names start with `prefix`.
     List {
         /// The raw prefix ("" for all).
         prefix: String,
+        /// List names after this one (the previous page's `next`).
+        after: Option<String>,
+        /// Most entries wanted (the server caps it at
+        /// [`super::storage::page::PAGE_MAX`]).
+        limit: Option<u64>,
     },
 }
 
@@ -84,10 +91,18 @@ fn req_str(map: &Map<String, Value>, key: &str, what: &str) -> Result<String, St
     }
 }
 
+fn opt_str(map: &Map<String, Value>, key: &str) -> Result<Option<String>, String> {
+    match field(map, key) {
+        None => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(v) => Err(format!("`{key}` must be a string, got {v}")),
+    }
+}
+
 fn opt_u64(map: &Map<String, Value>, key: &str) -> Result<Option<u64>, String> {
     match field(map, key) {
         None => Ok(None),
-        Some(v) => v.as_u64().map(Some).ok_or_else(|| format!("`{key}` must be a whole number of bytes >= 0, got {v}")),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| format!("`{key}` must be a whole number >= 0, got {v}")),
     }
 }
 
@@ -135,10 +150,11 @@ pub fn parse(map: &Map<String, Value>) -> Result<Request, String> {
         }),
         "stat" => Ok(Request::Stat { file_name: req_str(map, "file_name", "stat")? }),
         "list" => Ok(Request::List {
-            prefix: match field(map, "prefix") {
-                None => String::new(),
-                Some(Value::String(s)) => s.clone(),
-                Some(v) => return Err(format!("`prefix` must be a string, got {v}")),
+            prefix: opt_str(map, "prefix")?.unwrap_or_default(),
+            after: opt_str(map, "after")?,
+            limit: match opt_u64(map, "limit")? {
+                Some(0) => return Err("`limit` must be at least 1".into()),
+                l => l,
             },
         }),
         other => Err(format!("unknown op {other:?}; use put, get, stat or list")),
@@ -180,6 +196,10 @@ pub struct Reply {
     /// Listing: more files matched than were returned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub truncated: Option<bool>,
+    /// Listing: the `after` that asks for the next page (the last name
+    /// returned), when `truncated`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
 }
 
 impl Reply {
@@ -197,8 +217,8 @@ impl Reply {
     pub fn encode(&self, out: &mut Vec<u8>) {
         // Serialized straight from the struct, so `ok` comes first.
         let json = serde_json::to_vec(self).expect("a reply is always valid JSON");
-        // A JSON header is a frame's payload. Listings are capped at MAX_LIST
-        // entries, so a reply is far below the i32::MAX a frame can carry.
+        // A JSON header is a frame's payload. A listing is one page of at
+        // most `PAGE_BYTES` of names, far below the i32::MAX a frame carries.
         encode_frame(ByteOrder::Little, &json, out).expect("a reply fits a 4-byte length");
     }
 }

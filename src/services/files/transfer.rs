@@ -6,6 +6,24 @@
 use super::*;
 
 impl Files {
+    /// Builds and sends the waiting listing's page, then goes back to `Idle`.
+    pub(super) fn list_page<S: 'static>(&mut self, cx: &mut Context<'_, S>) -> Flow {
+        let State::Listing(l) = self.take() else { return Flow::Continue };
+        match self.store.list(&l.prefix, l.after, l.limit) {
+            Ok((files, more)) => {
+                let next = if more { files.last().map(|e| e.name.clone()) } else { None };
+                let r = Reply { files: Some(files), truncated: Some(more), next, ..Reply::ok() };
+                self.reply(&r, cx);
+            }
+            Err(e) => {
+                self.set_state(State::Idle);
+                return self.refuse(e, Some(0), cx);
+            }
+        }
+        self.set_state(State::Idle);
+        Flow::Continue
+    }
+
     pub(super) fn start_hash<S: 'static>(&mut self, h: Hash, cx: &mut Context<'_, S>) -> Flow {
         self.set_state(State::Hashing(h));
         cx.notify_on_drain();

@@ -55,8 +55,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
 
+use self::page::{Dirs, Kind};
 pub use self::upload::{read_chunk_at, Committed, Upload};
 
+pub mod page;
 pub mod upload;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
@@ -69,8 +71,6 @@ pub const HIDDEN: &str = ".wireloop";
 pub const CHUNK: usize = 256 * 1024;
 /// An upload starts writeback of its dirty pages every this many bytes.
 pub const SYNC_EVERY: u64 = 8 * 1024 * 1024;
-/// Most entries one listing returns.
-pub const MAX_LIST: usize = 10_000;
 
 /// A `file_name` (or prefix) refused by [`clean_name`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -467,50 +467,34 @@ impl Store {
         }
     }
 
-    /// Lists finished files whose names start with `prefix`, sorted by name,
-    /// at most [`MAX_LIST`] (the flag says whether more were left out).
-    /// Symlinks and the hidden directory are skipped.
-    pub fn list(&self, prefix: &str) -> Result<(Vec<Entry>, bool), String> {
+    /// One page of the finished files whose names start with `prefix`,
+    /// sorted by name: at most `limit` of those after `after` (see
+    /// [`page`]), and whether more follow. Symlinks and the hidden
+    /// directory are skipped; only the page's files are stat'ed.
+    pub fn list(&self, prefix: &str, after: Option<String>, limit: usize) -> Result<(Vec<Entry>, bool), String> {
         let prefix = prefix.trim_start_matches('/');
         if prefix.len() > MAX_NAME || prefix.contains('\0') {
             return Err(format!("prefix must be at most {MAX_NAME} bytes, without NUL"));
         }
         // Walk only below the directory part of the prefix.
-        let (start_rel, start) = match prefix.rfind('/') {
-            None => (String::new(), self.root.clone()),
+        let start = match prefix.rfind('/') {
+            None => String::new(),
             Some(i) => {
                 let dir = clean_name(&prefix[..i]).map_err(|e| format!("bad prefix: {e}"))?;
-                let path = self.resolve(&dir)?;
-                (format!("{dir}/"), path)
+                self.resolve(&dir)?;
+                format!("{dir}/")
             }
         };
-        let mut out = Vec::new();
-        let mut truncated = false;
-        let mut stack = vec![(start_rel, start)];
-        while let Some((rel, dir)) = stack.pop() {
-            let Ok(rd) = fs::read_dir(&dir) else { continue };
-            for ent in rd.flatten() {
-                let Some(fname) = ent.file_name().to_str().map(str::to_string) else { continue };
-                if rel.is_empty() && fname == HIDDEN {
-                    continue;
-                }
-                let Ok(m) = ent.path().symlink_metadata() else { continue };
-                let name = format!("{rel}{fname}");
-                if m.is_dir() {
-                    if prefix.starts_with(&name) || name.starts_with(prefix) {
-                        stack.push((format!("{name}/"), ent.path()));
-                    }
-                } else if m.is_file() && name.starts_with(prefix) {
-                    if out.len() == MAX_LIST {
-                        truncated = true;
-                        continue;
-                    }
-                    out.push(Entry { name, size: m.len(), mtime: m.mtime() });
-                }
+        let (names, more) = page::page(&mut RootDirs(&self.root), &start, prefix, after.as_deref(), limit);
+        let mut out = Vec::with_capacity(names.len());
+        for name in names {
+            // Removed or replaced since the walk: left out.
+            let Ok(m) = self.root.join(&name).symlink_metadata() else { continue };
+            if m.is_file() {
+                out.push(Entry { name, size: m.len(), mtime: m.mtime() });
             }
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok((out, truncated))
+        Ok((out, more))
     }
 
     /// Removes partial uploads (not in progress) whose last write is older
@@ -563,4 +547,27 @@ impl Store {
 
 fn mtime_ns(m: &fs::Metadata) -> i128 {
     i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
+}
+
+/// The store's directories, read for a listing: regular files and
+/// directories only (symlinks are never followed), and never the hidden
+/// directory.
+struct RootDirs<'a>(&'a Path);
+
+impl Dirs for RootDirs<'_> {
+    fn read(&mut self, rel: &str) -> io::Result<Vec<(String, Kind)>> {
+        let mut out = Vec::new();
+        for ent in fs::read_dir(self.0.join(rel))?.flatten() {
+            let Ok(name) = ent.file_name().into_string() else { continue };
+            if rel.is_empty() && name == HIDDEN {
+                continue;
+            }
+            match ent.file_type() {
+                Ok(t) if t.is_dir() => out.push((name, Kind::Dir)),
+                Ok(t) if t.is_file() => out.push((name, Kind::File)),
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
 }
