@@ -13,7 +13,8 @@ fn main() -> ExitCode {
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("wireloop: {e}");
+            // Errors quote what peers sent: never raw control characters.
+            eprintln!("wireloop: {}", cli::shown(&e));
             ExitCode::from(1)
         }
     }

@@ -25,7 +25,7 @@ use serde_json::Value;
 use wireloop::services::files::client::{md5_of, Client};
 use wireloop::services::files::{self, FilesConfig};
 
-use super::parse_addr;
+use super::{parse_addr, shown};
 
 /// The files service's default address.
 const DEFAULT_ADDR: &str = "127.0.0.1:8086";
@@ -160,7 +160,7 @@ pub fn run_put(args: PutArgs) -> Result<ExitCode, String> {
         .put(&name, size, &md5, offset, args.overwrite, file, |n| pb.set_position(n))
         .map_err(|e| format!("upload of {} failed: {e}", path.display()))?;
     pb.finish_and_clear();
-    println!("stored {} ({} bytes, md5 {})", info.file_name, info.file_size, info.md5);
+    println!("stored {} ({} bytes, md5 {})", shown(&info.file_name), info.file_size, info.md5);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -179,7 +179,7 @@ pub fn run_get(args: GetArgs) -> Result<ExitCode, String> {
             .map_err(|e| format!("download of {name} failed: {e}"))?;
         pb.finish_and_clear();
         io::stdout().flush().map_err(|e| e.to_string())?;
-        eprintln!("received {} ({} bytes, md5 {} verified)", info.file_name, info.file_size, info.md5);
+        eprintln!("received {} ({} bytes, md5 {} verified)", shown(&info.file_name), info.file_size, info.md5);
         return Ok(ExitCode::SUCCESS);
     }
     let out = match args.output {
@@ -206,7 +206,7 @@ pub fn run_get(args: GetArgs) -> Result<ExitCode, String> {
         Ok(info) => {
             println!(
                 "saved {} to {} ({} bytes, md5 {} verified)",
-                info.file_name,
+                shown(&info.file_name),
                 out.display(),
                 info.file_size,
                 info.md5
@@ -237,7 +237,7 @@ pub fn run_ls(args: LsArgs) -> Result<ExitCode, String> {
         .list(&prefix, |page| {
             for f in page {
                 if written.is_ok() {
-                    written = writeln!(out, "{:>14}  {}  {}", f.size, utc(f.mtime), f.name);
+                    written = writeln!(out, "{:>14}  {}  {}", f.size, utc(f.mtime), shown(&f.name));
                 }
             }
         })

@@ -3,6 +3,7 @@
 mod bench;
 mod chop;
 mod echo;
+mod escape;
 mod exec;
 mod files;
 mod limits;
@@ -15,6 +16,8 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+pub(crate) use escape::shown;
 
 /// Event-driven socket servers on one thread, and clients to talk to them.
 #[derive(Debug, Parser)]
