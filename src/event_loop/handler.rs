@@ -236,8 +236,13 @@ pub trait Handler<S = ()> {
     /// The loop is stopping gracefully. Return [`Flow::Close`] (the
     /// default) to close once the output is flushed, or [`Flow::Continue`]
     /// to finish a request in flight and close later; the loop waits for
-    /// that at most its grace period, then closes everything (killing
-    /// children's process groups).
+    /// that at most its grace period ([`crate::Loop::grace_deadline`]), then
+    /// closes everything (killing children's process groups).
+    ///
+    /// A connection still open when the grace period ends is called once
+    /// more (the clock is then at or past the deadline): what it appends —
+    /// an error reply saying where to resume, say — is written as far as
+    /// the socket takes it at once, and it closes whatever it returns.
     fn on_shutdown(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         let _ = (input, cx);
         Flow::Close

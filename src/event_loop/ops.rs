@@ -119,6 +119,8 @@ pub struct Loop<S = ()> {
     /// The clock, read once when `poll` returns (and when timers fire).
     pub(crate) now: Instant,
     pub(crate) handle: Handle<S>,
+    /// While a graceful shutdown runs: when its grace period ends.
+    pub(crate) grace_until: Option<Instant>,
     state: S,
 }
 
@@ -144,6 +146,7 @@ impl<S: 'static> Loop<S> {
             conns: 0,
             now: Instant::now(),
             handle,
+            grace_until: None,
             state,
         }
     }
@@ -173,6 +176,14 @@ impl<S: 'static> Loop<S> {
     /// True once a stop was asked for.
     pub fn stop_requested(&self) -> bool {
         self.handle.stop_requested()
+    }
+
+    /// While a graceful shutdown runs ([`crate::EventLoop::shutdown`]): the
+    /// instant its grace period ends. A handler finishing a request in
+    /// flight can tell from it how long it has; the second
+    /// [`crate::Handler::on_shutdown`] call comes at or after it.
+    pub fn grace_deadline(&self) -> Option<Instant> {
+        self.grace_until
     }
 
     /// The loop's settings.

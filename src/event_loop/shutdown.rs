@@ -1,6 +1,9 @@
 //! Graceful shutdown: stop accepting, let handlers finish what is in
 //! flight (`Handler::on_shutdown`), flush, and close everything after at
-//! most the grace period (which kills children's process groups).
+//! most the grace period (which kills children's process groups). A
+//! connection still busy when the grace period ends hears `on_shutdown`
+//! once more, so it can say why it is cut (what it appends then is written
+//! as far as the socket takes it at once).
 
 use std::io;
 use std::time::{Duration, Instant};
@@ -20,6 +23,7 @@ impl<S: 'static> EventLoop<S> {
     /// closed by the shutdown hear [`CloseReason::Shutdown`].
     pub fn shutdown(&mut self, grace: Duration) -> io::Result<()> {
         let deadline = crate::timer::later(Instant::now(), grace);
+        self.grace_until = Some(deadline);
         for id in self.ids(|s| matches!(s, Source::Listener(_))) {
             self.reclaim(id);
         }
@@ -44,12 +48,24 @@ impl<S: 'static> EventLoop<S> {
             let now = Instant::now();
             if now >= deadline {
                 warn!("shutdown: grace period over; closing {} connection(s) still busy", self.connections());
+                self.last_word();
                 break;
             }
             self.poll_once(Some(deadline - now))?;
         }
         self.close_all(false);
+        self.grace_until = None;
         Ok(())
+    }
+
+    /// The grace period is over: each connection still live hears
+    /// `on_shutdown` again, and what it appends is written once, without
+    /// waiting (the caller then closes everything).
+    fn last_word(&mut self) {
+        for id in self.ids(|s| matches!(s, Source::Conn(_))) {
+            self.call_and_flush(id, Call::Shutdown);
+        }
+        self.flush_dirty();
     }
 
     /// Connections still open (finishing, flushing or lingering) or UDP

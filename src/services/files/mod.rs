@@ -55,6 +55,7 @@
 pub mod client;
 pub mod proto;
 mod rate;
+mod shutdown;
 pub mod storage;
 mod transfer;
 
@@ -219,6 +220,8 @@ pub struct Files {
     buf: Vec<u8>,
     /// Body bytes per window while an upload streams in.
     rate: MinRate,
+    /// The loop is shutting down: finish the request in flight, take no other.
+    stopping: bool,
 }
 
 impl Files {
@@ -239,6 +242,7 @@ impl Files {
             eof: false,
             buf: Vec::new(),
             rate,
+            stopping: false,
         }
     }
 
@@ -288,6 +292,10 @@ impl Files {
         loop {
             if !matches!(self.state, State::Idle | State::Receiving(_)) {
                 return Flow::Continue;
+            }
+            if self.stopping && matches!(self.state, State::Idle) {
+                // Shutting down: the request in flight is answered.
+                return Flow::Close;
             }
             if matches!(self.state, State::Idle) && cx.over_high_water() {
                 // The next request waits, unconsumed, until the replies
@@ -614,6 +622,12 @@ impl<S: 'static> Handler<S> for Files {
 
     fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         let flow = self.peer_eof(input, cx);
+        cx.set_activity(activity(&self.state));
+        flow
+    }
+
+    fn on_shutdown(&mut self, _input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
+        let flow = self.shutdown(cx);
         cx.set_activity(activity(&self.state));
         flow
     }
