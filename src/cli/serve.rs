@@ -36,6 +36,14 @@ pub struct ServeArgs {
     /// UDP uppercase echo: one datagram in, one uppercase datagram out.
     #[arg(long = "udp-echo", value_name = "ADDR", default_value = "127.0.0.1:8081", value_parser = parse_addr)]
     udp_echo: SocketAddr,
+    /// `udp-echo`: datagrams per second answered per source (0: no limit).
+    /// Replies are also bounded to the bytes each source sends, plus 512 a
+    /// second, and none goes to a port below 1024.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    udp_echo_rate: u32,
+    /// `udp-echo`: datagrams a source may send at once.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    udp_echo_burst: u32,
     /// Length-prefixed frames (the tutorial's method 2), answered `success` per frame.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8084", value_parser = parse_addr)]
     framed: SocketAddr,
@@ -78,7 +86,10 @@ fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr,
         HandshakeConfig { max: args.max_frame as u64, quiet: Duration::from_millis(args.handshake_quiet_ms) };
     let all: Vec<(&'static str, &'static str, SocketAddr, Install)> = vec![
         ("echo", "tcp", args.echo, Box::new(|lp, a| lp.listen(a, services::echo::service()))),
-        ("udp-echo", "udp", args.udp_echo, Box::new(|lp, a| lp.bind_udp(a, services::udp_echo::answer))),
+        ("udp-echo", "udp", args.udp_echo, {
+            let svc = services::udp_echo::service(args.time.rate(args.udp_echo_rate, args.udp_echo_burst));
+            Box::new(move |lp, a| lp.bind_udp(a, svc))
+        }),
         ("framed", "tcp", args.framed, Box::new(move |lp, a| lp.listen(a, services::framed::service(framed)))),
         (
             "handshake",

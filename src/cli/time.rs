@@ -38,8 +38,8 @@ pub struct TimeServeArgs {
     /// `sntp`: requests a source may send at once.
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     sntp_burst: u32,
-    /// Sources each rate limiter remembers; past that, the least recently
-    /// seen are forgotten.
+    /// Sources each per-source limit (udp-echo, time, sntp, rfc868, daytime)
+    /// remembers; past that, the least recently seen are forgotten.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(2..=1 << 24))]
     rate_sources: u64,
     /// RFC 868 Time over UDP (seconds since 1900, 4 bytes), off unless given.
@@ -57,19 +57,21 @@ pub struct TimeServeArgs {
 }
 
 impl TimeServeArgs {
-    fn rate(&self, rate: u32, burst: u32) -> RateConfig {
+    /// A rate limit of `rate` per second and `burst` for one of `serve`'s
+    /// services, remembering `--rate-sources` sources.
+    pub fn rate(&self, rate: u32, burst: u32) -> RateConfig {
         RateConfig { rate, burst, max_sources: self.rate_sources as usize }
     }
 
     /// Binds RFC 868 Time (rate-limited like `time`) when called.
     pub fn install_rfc868(&self) -> impl FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound> + 'static {
-        let service = Limited::new(self.rate(self.time_rate, self.time_burst), rfc868_answer);
+        let service = Limited::new("rfc868", self.rate(self.time_rate, self.time_burst), rfc868_answer);
         move |lp, addr| lp.bind_udp(addr, service)
     }
 
     /// Binds RFC 867 Daytime (rate-limited like `time`) when called.
     pub fn install_daytime(&self) -> impl FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound> + 'static {
-        let service = Limited::new(self.rate(self.time_rate, self.time_burst), daytime_answer);
+        let service = Limited::new("daytime", self.rate(self.time_rate, self.time_burst), daytime_answer);
         move |lp, addr| lp.bind_udp(addr, service)
     }
 

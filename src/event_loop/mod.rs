@@ -532,6 +532,9 @@ impl<S: 'static> Loop<S> {
             }
             Source::Udp(mut u) => {
                 u.deregister(&self.registry);
+                if let Some(i) = u.local_addr().ok().and_then(|a| self.udp_local.iter().position(|&b| b == a)) {
+                    self.udp_local.swap_remove(i);
+                }
                 debug!("udp {id}: closed");
             }
             Source::Custom(mut s) => {
