@@ -20,7 +20,7 @@ use wireloop::services::framed::FramedConfig;
 use wireloop::services::handshake::HandshakeConfig;
 use wireloop::{services, Bound, Config, EventLoop};
 
-use super::{parse_addr, Order};
+use super::{parse_addr, values, Order};
 
 /// Every service `serve` knows, in the order it binds them.
 const SERVICES: &[&str] =
@@ -54,12 +54,12 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = Order::Little)]
     byte_order: Order,
     /// Largest message `framed` and `handshake` accept.
-    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024, value_parser = values::bytes_usize)]
     max_frame: usize,
     /// `handshake`: digits sent without a newline count once the client has
     /// been quiet this long.
-    #[arg(long, value_name = "MS", default_value_t = 50)]
-    handshake_quiet_ms: u64,
+    #[arg(long, value_name = "MS", default_value = "50", value_parser = values::millis)]
+    handshake_quiet_ms: Duration,
     #[command(flatten)]
     exec: super::exec::ExecServeArgs,
     #[command(flatten)]
@@ -82,8 +82,7 @@ type Install = Box<dyn FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound>>;
 /// (name, transport, address, how to add it to the loop)
 fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr, Install)>, String> {
     let framed = FramedConfig { order: args.byte_order.into(), max: args.max_frame };
-    let handshake =
-        HandshakeConfig { max: args.max_frame as u64, quiet: Duration::from_millis(args.handshake_quiet_ms) };
+    let handshake = HandshakeConfig { max: args.max_frame as u64, quiet: args.handshake_quiet_ms };
     let all: Vec<(&'static str, &'static str, SocketAddr, Install)> = vec![
         ("echo", "tcp", args.echo, Box::new(|lp, a| lp.listen(a, services::echo::service()))),
         ("udp-echo", "udp", args.udp_echo, {

@@ -417,7 +417,7 @@ impl<S: 'static> Loop<S> {
                     warn!("listener {lid}: accept failed ({e}); retrying in {retry:?}");
                     l.paused = true;
                     self.stats.accept_pauses += 1;
-                    let at = Instant::now() + retry;
+                    let at = crate::timer::later(Instant::now(), retry);
                     self.timers.schedule(at, crate::timer::TimerKind::AcceptRetry, lid.key, lid.serial);
                     return false;
                 }
