@@ -139,7 +139,8 @@ start() {
 }
 addr_of() { grep "$2" "$OUT/$1.out" | awk '{print $NF}' | head -1; }
 
-start ours "$WL" serve --only echo,framed,udp-echo --echo 127.0.0.1:0 --framed 127.0.0.1:0 --udp-echo 127.0.0.1:0
+start ours "$WL" serve --only echo,framed,udp-echo --echo 127.0.0.1:0 --framed 127.0.0.1:0 --udp-echo 127.0.0.1:0 \
+    --udp-echo-rate 0 # one source: the per-source limit would drop the load
 start tokio_ct "$PEER" echo-ct 127.0.0.1:0
 start tokio_mt "$PEER" echo-mt 127.0.0.1:0
 start tokio_framed "$PEER" framed 127.0.0.1:0

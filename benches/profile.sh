@@ -25,7 +25,7 @@ esac
 cargo build --release --bin wireloop >&2
 WL=target/release/wireloop
 taskset -c 0 "$WL" serve --only echo,framed,udp-echo --echo 127.0.0.1:0 --framed 127.0.0.1:0 \
-    --udp-echo 127.0.0.1:0 >"$OUT/serve.out" 2>/dev/null &
+    --udp-echo 127.0.0.1:0 --udp-echo-rate 0 >"$OUT/serve.out" 2>/dev/null &
 SRV=$!
 trap 'kill $SRV 2>/dev/null || true' EXIT
 sleep 0.3

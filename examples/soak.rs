@@ -93,7 +93,16 @@ fn main() -> std::io::Result<()> {
     let bin = exe.parent().and_then(|p| p.parent()).map(|p| p.join("wireloop")).expect("target dir");
     let mut cmd = Command::new(&bin);
     // Rate limits off: the soak itself is one source sending fast.
-    cmd.arg("serve").args(["--only", "echo,udp-echo,framed,exec,time,sntp", "--time-rate", "0", "--sntp-rate", "0"]);
+    cmd.arg("serve").args([
+        "--only",
+        "echo,udp-echo,framed,exec,time,sntp",
+        "--time-rate",
+        "0",
+        "--sntp-rate",
+        "0",
+        "--udp-echo-rate",
+        "0",
+    ]);
     cmd.env("RUST_LOG", "warn");
     for s in ["echo", "udp-echo", "framed", "exec", "time", "sntp"] {
         cmd.args([format!("--{s}"), "127.0.0.1:0".to_string()]);

@@ -3,6 +3,8 @@
 use std::time::Duration;
 
 /// Settings for an [`crate::EventLoop`]. `Config::default()` is a safe start.
+/// Any duration is accepted, up to `Duration::MAX` ("never"): every deadline
+/// saturates about a century away instead of overflowing the clock.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Stop reading from a connection while its unsent output exceeds this.
@@ -86,5 +88,47 @@ impl Default for Config {
 impl Config {
     pub(crate) fn timeouts(&self) -> crate::deadline::Timeouts {
         crate::deadline::Timeouts { message: self.message_timeout, idle: self.idle_timeout, send: self.send_timeout }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+    use crate::{services, EventLoop, Flow};
+    use std::io::{Read, Write};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_longest_timeouts_never_panic_the_loop() {
+        let cfg = Config {
+            linger_time: Duration::MAX,
+            accept_retry: Duration::MAX,
+            message_timeout: Duration::MAX,
+            idle_timeout: Duration::MAX,
+            send_timeout: Duration::MAX,
+            connect_timeout: Duration::MAX,
+            ..Config::default()
+        };
+        let mut lp = EventLoop::new(cfg).unwrap();
+        let echo = lp.listen("127.0.0.1:0".parse().unwrap(), services::echo::service()).unwrap();
+        lp.after(Duration::MAX, |_| {});
+        lp.every(Duration::MAX, |_| Flow::Continue);
+        // An outbound connection armed with the connect timeout, and an
+        // inbound one with every deadline, exchanging bytes.
+        lp.connect(echo.addr, services::echo::UpperEcho);
+        let mut c = std::net::TcpStream::connect(echo.addr).unwrap();
+        c.set_nonblocking(true).unwrap();
+        c.write_all(b"deadlines").unwrap();
+        let (mut got, start) = (Vec::new(), Instant::now());
+        while got.len() < 9 && start.elapsed() < Duration::from_secs(5) {
+            lp.poll_once(Some(Duration::from_millis(10))).unwrap();
+            let mut buf = [0u8; 16];
+            if let Ok(n) = c.read(&mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+        }
+        assert_eq!(got, b"DEADLINES");
+        drop(c);
+        lp.shutdown(Duration::MAX).unwrap();
     }
 }

@@ -31,7 +31,8 @@
 //! use wireloop::{Config, EventLoop, services};
 //! let mut lp = EventLoop::new(Config::default())?;
 //! let tcp = lp.listen("127.0.0.1:0".parse().unwrap(), services::echo::service())?;
-//! let udp = lp.bind_udp("127.0.0.1:0".parse().unwrap(), services::udp_echo::answer)?;
+//! let rate = wireloop::ratelimit::RateConfig::default();
+//! let udp = lp.bind_udp("127.0.0.1:0".parse().unwrap(), services::udp_echo::service(rate))?;
 //! println!("echo on {} and {}", tcp.addr, udp.addr);
 //! lp.run(std::time::Duration::from_secs(3))?;
 //! # Ok::<(), std::io::Error>(())

@@ -53,6 +53,19 @@
 //!
 //! A `rate` of 0 turns limiting off: every request is allowed and nothing is
 //! stored.
+//!
+//! # Credit: tokens that are bytes
+//!
+//! [`RateLimiter::check_cost`] lets a request *earn* tokens as well as cost
+//! them, which makes the same bucket a byte credit: with a token standing for
+//! a byte, a request earns its own length, its reply costs its length, and
+//! `rate` and `burst` are a small allowance (bytes per second, and the most
+//! held). A reply that costs more than the bucket plus the request's bytes
+//! is refused whole. So over any interval a source gets back at most what it
+//! sent in that interval, plus `burst`, plus `rate` per second of it —
+//! whatever it sends and however long it waited (the bucket never holds more
+//! than `burst`). `udp-echo` bounds its replies so
+//! ([`crate::services::reflect`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -163,8 +176,17 @@ impl RateLimiter {
         self.current.len() + self.previous.len()
     }
 
-    /// Decides on one request from `ip` arriving at `now`.
+    /// Decides on one request from `ip` arriving at `now`: it costs one
+    /// token.
     pub fn check(&mut self, ip: IpAddr, now: Instant) -> Verdict {
+        self.check_cost(ip, now, 0, 1)
+    }
+
+    /// Decides on a request from `ip` that earns `earned` tokens and costs
+    /// `cost` (see "Credit" in the module docs). The earned tokens count
+    /// whatever the verdict, but what is left is never more than a full
+    /// bucket.
+    pub fn check_cost(&mut self, ip: IpAddr, now: Instant, earned: u64, cost: u64) -> Verdict {
         if self.cfg.rate == 0 {
             self.stats.allowed = self.stats.allowed.saturating_add(1);
             return Verdict::Allow;
@@ -184,12 +206,14 @@ impl RateLimiter {
             }
         };
         refill(bucket, now, self.cfg.rate, self.capacity);
-        if let Some(left) = bucket.tokens.checked_sub(NANO) {
-            bucket.tokens = left;
+        let have = bucket.tokens.saturating_add(earned.saturating_mul(NANO));
+        if let Some(left) = have.checked_sub(cost.saturating_mul(NANO)) {
+            bucket.tokens = left.min(self.capacity);
             bucket.limited = false;
             self.stats.allowed = self.stats.allowed.saturating_add(1);
             Verdict::Allow
         } else {
+            bucket.tokens = have.min(self.capacity);
             let first = !bucket.limited;
             bucket.limited = true;
             self.stats.denied = self.stats.denied.saturating_add(1);
@@ -332,6 +356,47 @@ mod tests {
         }
         // Forgotten, so it starts again with a full bucket.
         assert_eq!(l.check(v4(1), t), Verdict::Allow);
+    }
+
+    #[test]
+    fn as_a_byte_credit_a_source_gets_back_at_most_what_it_sent_plus_the_allowance() {
+        // 512 bytes/s, at most 512 held.
+        let mut l = limiter(512, 512, 16);
+        let t = Instant::now();
+        let ip = v4(1);
+        // A reply as long as its request always passes.
+        assert_eq!(l.check_cost(ip, t, 20_000, 20_000), Verdict::Allow);
+        // Three times the request does not, and is refused whole…
+        assert_eq!(l.check_cost(ip, t, 20_000, 60_000), Verdict::Deny { first: true });
+        // …and the refused request's bytes are not banked past the burst.
+        assert_eq!(l.check_cost(ip, t, 20_000, 20_513), Verdict::Deny { first: false });
+        assert_eq!(l.check_cost(ip, t, 20_000, 20_512), Verdict::Allow);
+        assert_eq!(l.check_cost(ip, t, 2, 6), Verdict::Deny { first: true });
+        // A second later the allowance pays for 512 extra bytes, no more.
+        let t1 = t + Duration::from_secs(1);
+        assert_eq!(l.check_cost(ip, t1, 2, 6), Verdict::Allow);
+        assert_eq!(l.check_cost(ip, t1, 0, 508), Verdict::Allow);
+        assert!(matches!(l.check_cost(ip, t1, 0, 1), Verdict::Deny { .. }));
+        // Over a long run: out ≤ in + burst + rate × seconds.
+        let mut l = limiter(512, 512, 16);
+        let (mut sent, mut got) = (0u64, 0u64);
+        for i in 0..10_000u64 {
+            let now = t + Duration::from_millis(i);
+            let req = 1 + i % 7_000;
+            sent += req;
+            if l.check_cost(ip, now, req, 3 * req) == Verdict::Allow {
+                got += 3 * req;
+            }
+        }
+        assert!(got > 0 && got <= sent + 512 + 512 * 10, "sent {sent}, got {got}");
+    }
+
+    #[test]
+    fn huge_credits_and_costs_saturate() {
+        let mut l = limiter(u32::MAX, u32::MAX, 16);
+        let t = Instant::now();
+        assert_eq!(l.check_cost(v4(1), t, u64::MAX, u64::MAX), Verdict::Allow);
+        assert!(matches!(l.check_cost(v4(1), t, 0, u64::MAX), Verdict::Deny { .. }));
     }
 
     #[test]

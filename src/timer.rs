@@ -37,10 +37,27 @@ pub(crate) enum TimerKind {
     Loop,
 }
 
+/// The furthest a deadline is ever set: about a century, "never" in practice.
+const FAR: std::time::Duration = std::time::Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// `at + d`, saturating: a `Duration::MAX` meaning "never" gives an instant
-/// about a century away instead of a panic.
+/// about a century away, and at the very end of the clock's range the last
+/// instant it can hold; never a panic. Every deadline the loop computes from
+/// a caller's duration goes through here.
 pub(crate) fn later(at: Instant, d: std::time::Duration) -> Instant {
-    at.checked_add(d).unwrap_or_else(|| at + std::time::Duration::from_secs(100 * 365 * 24 * 3600))
+    if let Some(t) = at.checked_add(d.min(FAR)) {
+        return t;
+    }
+    // Within a century of the end of `Instant`'s range: take the largest
+    // step that still fits.
+    let (mut t, mut step) = (at, d.min(FAR));
+    while !step.is_zero() {
+        match t.checked_add(step) {
+            Some(next) => t = next,
+            None => step /= 2,
+        }
+    }
+    t
 }
 
 /// One heap entry: when, what for, and whose (slot key and serial).
@@ -84,6 +101,31 @@ impl Timers {
 mod tests {
     use super::*;
     use std::time::Duration;
+
+    /// The last instant `Instant` can hold after now (found by halving steps).
+    fn last_instant() -> Instant {
+        let mut at = Instant::now();
+        let mut step = Duration::MAX;
+        while step > Duration::from_nanos(1) {
+            match at.checked_add(step) {
+                Some(t) => at = t,
+                None => step /= 2,
+            }
+        }
+        at
+    }
+
+    #[test]
+    fn later_saturates_and_never_panics() {
+        let now = Instant::now();
+        assert_eq!(later(now, Duration::from_secs(1)), now + Duration::from_secs(1));
+        assert!(later(now, Duration::MAX) > now + Duration::from_secs(99 * 365 * 24 * 3600));
+        // Even at the very end of the clock's range: never a panic, never
+        // earlier than asked from.
+        let end = last_instant();
+        assert!(later(end, Duration::MAX) >= end);
+        assert!(later(end, Duration::from_secs(1)) >= end);
+    }
 
     #[test]
     fn fires_in_deadline_order_and_only_when_due() {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::parse_addr;
+use super::{parse_addr, values};
 
 #[derive(Debug, Args)]
 pub struct ChopArgs {
@@ -22,20 +22,17 @@ pub struct ChopArgs {
     /// File to send; stdin when absent.
     file: Option<PathBuf>,
     /// Bytes per chunk.
-    #[arg(long, short = 's', default_value_t = 1)]
+    #[arg(long, short = 's', default_value_t = 1, value_parser = values::positive_bytes_usize)]
     size: usize,
     /// Milliseconds to wait between chunks.
-    #[arg(long, short = 'd', default_value_t = 100)]
-    delay_ms: u64,
+    #[arg(long, short = 'd', value_name = "MS", default_value = "100", value_parser = values::millis)]
+    delay_ms: Duration,
     /// After sending, seconds to keep reading replies if the server stays open.
-    #[arg(long, default_value_t = 2.0)]
-    wait: f64,
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = values::secs)]
+    wait: Duration,
 }
 
 pub fn run(args: ChopArgs) -> Result<ExitCode, String> {
-    if args.size == 0 {
-        return Err("--size must be at least 1".into());
-    }
     let data = match &args.file {
         Some(p) => std::fs::read(p).map_err(|e| format!("reading {}: {e}", p.display()))?,
         None => {
@@ -46,7 +43,7 @@ pub fn run(args: ChopArgs) -> Result<ExitCode, String> {
     };
     let stream = TcpStream::connect(args.addr).map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
-    let wait = Duration::try_from_secs_f64(args.wait).map_err(|_| "--wait must be a number of seconds")?;
+    let wait = args.wait;
     let mut reader = stream.try_clone().map_err(|e| e.to_string())?;
     reader.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).map_err(|e| e.to_string())?;
     let printer = std::thread::spawn(move || {
@@ -63,7 +60,7 @@ pub fn run(args: ChopArgs) -> Result<ExitCode, String> {
     let mut writer = stream;
     for (i, chunk) in data.chunks(args.size).enumerate() {
         if i > 0 {
-            std::thread::sleep(Duration::from_millis(args.delay_ms));
+            std::thread::sleep(args.delay_ms);
         }
         writer.write_all(chunk).map_err(|e| format!("sending to {}: {e}", args.addr))?;
     }

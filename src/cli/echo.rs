@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{input_lines, parse_addr};
+use super::{input_lines, parse_addr, values};
 
 #[derive(Debug, Args)]
 pub struct EchoArgs {
@@ -25,8 +25,8 @@ pub struct UdpEchoArgs {
     #[arg(default_value = "127.0.0.1:8081", value_parser = parse_addr)]
     addr: SocketAddr,
     /// Seconds to wait for each reply.
-    #[arg(long, default_value_t = 2.0)]
-    timeout: f64,
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = values::positive_secs)]
+    timeout: Duration,
 }
 
 /// The socket is read on its own thread, so a server that closes the
@@ -78,10 +78,7 @@ fn print_replies(mut reader: BufReader<TcpStream>, printed: &mpsc::Sender<()>) -
 }
 
 pub fn run_udp(args: UdpEchoArgs) -> Result<ExitCode, String> {
-    let timeout = Duration::try_from_secs_f64(args.timeout)
-        .ok()
-        .filter(|t| !t.is_zero())
-        .ok_or("--timeout must be a positive number of seconds")?;
+    let timeout = args.timeout;
     let local: SocketAddr = if args.addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
     let socket = UdpSocket::bind(local).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
     socket.connect(args.addr).map_err(|e| format!("cannot reach {}: {e}", args.addr))?;

@@ -17,7 +17,7 @@ use wireloop::codec::frame::ByteOrder;
 use wireloop::codec::header::{encode_header, HeaderDecoder, Item, DEFAULT_MAX_HEADER};
 use wireloop::services::exec::ExecConfig;
 
-use super::{input_lines, parse_addr};
+use super::{input_lines, parse_addr, values};
 
 /// `serve` flags for the command runner. It is off unless `--exec` is given.
 #[derive(Debug, Args)]
@@ -33,13 +33,13 @@ pub struct ExecServeArgs {
     #[arg(long, value_name = "PATH")]
     exec_token_file: Option<PathBuf>,
     /// Default command timeout, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 30_000)]
-    exec_timeout_ms: u64,
+    #[arg(long, value_name = "MS", default_value = "30000", value_parser = values::millis)]
+    exec_timeout_ms: Duration,
     /// Largest timeout a request may ask for, in milliseconds.
-    #[arg(long, value_name = "MS", default_value_t = 600_000)]
-    exec_max_timeout_ms: u64,
+    #[arg(long, value_name = "MS", default_value = "600000", value_parser = values::millis)]
+    exec_max_timeout_ms: Duration,
     /// Output per command before it is killed and reported truncated.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024, value_parser = values::bytes)]
     exec_max_output: u64,
     /// Commands running at once; more get a `busy` error.
     #[arg(long, value_name = "N", default_value_t = 16)]
@@ -83,8 +83,8 @@ impl ExecServeArgs {
             ));
         }
         Ok(ExecConfig {
-            default_timeout: Duration::from_millis(self.exec_timeout_ms),
-            max_timeout: Duration::from_millis(self.exec_max_timeout_ms),
+            default_timeout: self.exec_timeout_ms,
+            max_timeout: self.exec_max_timeout_ms,
             max_output: self.exec_max_output,
             max_concurrent: self.exec_max_concurrent,
             token,
@@ -104,8 +104,8 @@ pub struct ExecArgs {
     #[arg(long, env = "WIRELOOP_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Timeout to ask for, in milliseconds (the server caps it).
-    #[arg(long, value_name = "MS")]
-    timeout_ms: Option<u64>,
+    #[arg(long, value_name = "MS", value_parser = values::millis)]
+    timeout_ms: Option<Duration>,
     /// The command to run; with none, prompts for command lines (`quit` ends).
     #[arg(last = true, value_name = "CMD")]
     cmd: Vec<String>,
@@ -139,8 +139,9 @@ fn run_one(
     if let Some(t) = &args.token {
         req.insert("token".into(), json!(t));
     }
-    if let Some(ms) = args.timeout_ms {
-        req.insert("timeout_ms".into(), json!(ms));
+    if let Some(t) = args.timeout_ms {
+        // At most a year in milliseconds: it fits.
+        req.insert("timeout_ms".into(), json!(u64::try_from(t.as_millis()).unwrap_or(u64::MAX)));
     }
     let mut msg = Vec::new();
     encode_header(ByteOrder::Little, &Value::Object(req), &mut msg).map_err(|e| e.to_string())?;

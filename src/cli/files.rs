@@ -25,7 +25,7 @@ use serde_json::Value;
 use wireloop::services::files::client::{md5_of, Client};
 use wireloop::services::files::{self, FilesConfig};
 
-use super::{parse_addr, shown};
+use super::{parse_addr, shown, values};
 
 /// The files service's default address.
 const DEFAULT_ADDR: &str = "127.0.0.1:8086";
@@ -40,19 +40,18 @@ pub struct FilesServeArgs {
     #[arg(long, value_name = "DIR", default_value = "./wireloop-files")]
     pub files_root: PathBuf,
     /// Files: largest accepted upload (default: unlimited, but never more than the free disk space).
-    #[arg(long, value_name = "BYTES")]
+    #[arg(long, value_name = "BYTES", value_parser = values::bytes)]
     pub files_max_size: Option<u64>,
     /// Files: interrupted uploads untouched for this long are removed.
-    #[arg(long, value_name = "SECS", default_value_t = 86_400)]
-    pub files_partial_max_age: u64,
+    #[arg(long, value_name = "SECS", default_value = "86400", value_parser = values::whole_secs)]
+    pub files_partial_max_age: Duration,
     /// Files: slowest accepted upload, in bytes per second over each rate window (0: no minimum);
     /// a slower upload is ended with an error and keeps its partial file for a resume.
-    #[arg(long, value_name = "BYTES", default_value_t = files::DEFAULT_MIN_RATE)]
+    #[arg(long, value_name = "BYTES", default_value_t = files::DEFAULT_MIN_RATE, value_parser = values::bytes)]
     pub files_min_rate: u64,
     /// Files: the window the minimum upload rate is averaged over.
-    #[arg(long, value_name = "SECS", default_value_t = files::DEFAULT_RATE_WINDOW.as_secs(),
-        value_parser = clap::value_parser!(u64).range(1..))]
-    pub files_rate_window: u64,
+    #[arg(long, value_name = "SECS", default_value = "30", value_parser = values::positive_whole_secs)]
+    pub files_rate_window: Duration,
 }
 
 impl FilesServeArgs {
@@ -61,9 +60,9 @@ impl FilesServeArgs {
         FilesConfig {
             root: self.files_root.clone(),
             max_size: self.files_max_size,
-            partial_max_age: Duration::from_secs(self.files_partial_max_age),
+            partial_max_age: self.files_partial_max_age,
             min_rate: self.files_min_rate,
-            rate_window: Duration::from_secs(self.files_rate_window),
+            rate_window: self.files_rate_window,
             ..FilesConfig::default()
         }
     }
@@ -263,6 +262,23 @@ fn utc(secs: i64) -> String {
 
 #[cfg(test)]
 mod tests {
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Flags {
+        #[command(flatten)]
+        files: super::FilesServeArgs,
+    }
+
+    #[test]
+    fn the_flag_defaults_are_the_services_defaults() {
+        let (cli, lib) = (Flags::parse_from(["x"]).files.config(), super::FilesConfig::default());
+        assert_eq!(cli.rate_window, super::files::DEFAULT_RATE_WINDOW);
+        assert_eq!(cli.partial_max_age, lib.partial_max_age);
+        assert_eq!(cli.min_rate, lib.min_rate);
+        assert_eq!(cli.max_size, lib.max_size);
+    }
+
     #[test]
     fn utc_dates() {
         assert_eq!(super::utc(0), "1970-01-01 00:00:00");

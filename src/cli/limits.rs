@@ -1,11 +1,15 @@
-//! `serve` flags for the loop's limits, each with a safe default, and the
-//! start-up adjustment of the open-file limit. docs/limits.md lists them.
+//! `serve` flags for the loop's limits, each with a safe default and checked
+//! at parse ([`super::values`]: durations up to a year, sizes up to 1 PiB),
+//! and the start-up adjustment of the open-file limit. docs/limits.md lists
+//! them.
 
 use std::time::Duration;
 
 use clap::Args;
 use log::{info, warn};
 use wireloop::Config;
+
+use super::values;
 
 /// Descriptors kept free for files, child pipes and listeners when sizing
 /// `--max-connections` to `RLIMIT_NOFILE`.
@@ -17,33 +21,29 @@ pub struct LimitArgs {
     #[arg(long, default_value_t = 1024)]
     backlog: u32,
     /// Stop reading from a client while this many reply bytes wait unsent.
-    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 1024 * 1024, value_parser = values::bytes_usize)]
     high_water: usize,
     /// Resume reading once unsent replies fall to this many bytes.
-    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 256 * 1024, value_parser = values::bytes_usize)]
     low_water: usize,
     /// Close a client whose unsent replies still exceed this (it is not reading).
-    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024, value_parser = values::bytes_usize)]
     max_output: usize,
     /// Connections at once (lowered to fit the open-file limit); more get an error line.
     #[arg(long, value_name = "N", default_value_t = 10_000)]
     max_connections: usize,
-    /// A message that has begun must be complete within this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    message_timeout: f64,
-    /// Close a connection with nothing in progress after this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 300.0)]
-    idle_timeout: f64,
-    /// Close a connection whose replies make no progress for this many seconds.
-    #[arg(long, value_name = "SECS", default_value_t = 60.0)]
-    send_timeout: f64,
-    /// On SIGINT/SIGTERM, seconds allowed for in-flight requests to finish.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    grace: f64,
-}
-
-fn secs(name: &str, v: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(v).map_err(|_| format!("--{name} must be a number of seconds"))
+    /// A message that has begun must be complete within this many seconds (at most a year).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = values::secs)]
+    message_timeout: Duration,
+    /// Close a connection with nothing in progress after this many seconds (at most a year).
+    #[arg(long, value_name = "SECS", default_value = "300", value_parser = values::secs)]
+    idle_timeout: Duration,
+    /// Close a connection whose replies make no progress for this many seconds (at most a year).
+    #[arg(long, value_name = "SECS", default_value = "60", value_parser = values::secs)]
+    send_timeout: Duration,
+    /// On SIGINT/SIGTERM, seconds allowed for in-flight requests to finish (at most a year).
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = values::secs)]
+    grace: Duration,
 }
 
 impl LimitArgs {
@@ -66,12 +66,12 @@ impl LimitArgs {
             low_water: self.low_water,
             max_output: self.max_output,
             max_connections,
-            message_timeout: secs("message-timeout", self.message_timeout)?,
-            idle_timeout: secs("idle-timeout", self.idle_timeout)?,
-            send_timeout: secs("send-timeout", self.send_timeout)?,
+            message_timeout: self.message_timeout,
+            idle_timeout: self.idle_timeout,
+            send_timeout: self.send_timeout,
             ..Config::default()
         };
-        Ok((cfg, secs("grace", self.grace)?))
+        Ok((cfg, self.grace))
     }
 }
 

@@ -10,6 +10,7 @@ mod limits;
 mod send;
 mod serve;
 mod time;
+mod values;
 
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::net::SocketAddr;

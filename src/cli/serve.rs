@@ -20,7 +20,7 @@ use wireloop::services::framed::FramedConfig;
 use wireloop::services::handshake::HandshakeConfig;
 use wireloop::{services, Bound, Config, EventLoop};
 
-use super::{parse_addr, Order};
+use super::{parse_addr, values, Order};
 
 /// Every service `serve` knows, in the order it binds them.
 const SERVICES: &[&str] =
@@ -36,6 +36,14 @@ pub struct ServeArgs {
     /// UDP uppercase echo: one datagram in, one uppercase datagram out.
     #[arg(long = "udp-echo", value_name = "ADDR", default_value = "127.0.0.1:8081", value_parser = parse_addr)]
     udp_echo: SocketAddr,
+    /// `udp-echo`: datagrams per second answered per source (0: no limit).
+    /// Replies are also bounded to the bytes each source sends, plus 512 a
+    /// second, and none goes to a port below 1024.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    udp_echo_rate: u32,
+    /// `udp-echo`: datagrams a source may send at once.
+    #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    udp_echo_burst: u32,
     /// Length-prefixed frames (the tutorial's method 2), answered `success` per frame.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8084", value_parser = parse_addr)]
     framed: SocketAddr,
@@ -46,12 +54,12 @@ pub struct ServeArgs {
     #[arg(long, value_enum, default_value_t = Order::Little)]
     byte_order: Order,
     /// Largest message `framed` and `handshake` accept.
-    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024)]
+    #[arg(long, value_name = "BYTES", default_value_t = 16 * 1024 * 1024, value_parser = values::bytes_usize)]
     max_frame: usize,
     /// `handshake`: digits sent without a newline count once the client has
     /// been quiet this long.
-    #[arg(long, value_name = "MS", default_value_t = 50)]
-    handshake_quiet_ms: u64,
+    #[arg(long, value_name = "MS", default_value = "50", value_parser = values::millis)]
+    handshake_quiet_ms: Duration,
     #[command(flatten)]
     exec: super::exec::ExecServeArgs,
     #[command(flatten)]
@@ -74,11 +82,13 @@ type Install = Box<dyn FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound>>;
 /// (name, transport, address, how to add it to the loop)
 fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr, Install)>, String> {
     let framed = FramedConfig { order: args.byte_order.into(), max: args.max_frame };
-    let handshake =
-        HandshakeConfig { max: args.max_frame as u64, quiet: Duration::from_millis(args.handshake_quiet_ms) };
+    let handshake = HandshakeConfig { max: args.max_frame as u64, quiet: args.handshake_quiet_ms };
     let all: Vec<(&'static str, &'static str, SocketAddr, Install)> = vec![
         ("echo", "tcp", args.echo, Box::new(|lp, a| lp.listen(a, services::echo::service()))),
-        ("udp-echo", "udp", args.udp_echo, Box::new(|lp, a| lp.bind_udp(a, services::udp_echo::answer))),
+        ("udp-echo", "udp", args.udp_echo, {
+            let svc = services::udp_echo::service(args.time.rate(args.udp_echo_rate, args.udp_echo_burst));
+            Box::new(move |lp, a| lp.bind_udp(a, svc))
+        }),
         ("framed", "tcp", args.framed, Box::new(move |lp, a| lp.listen(a, services::framed::service(framed)))),
         (
             "handshake",

@@ -15,7 +15,7 @@ use wireloop::services::sntp::{client_request, offset_delay, NtpTimestamp, Packe
 use wireloop::services::time::{daytime_answer, rfc868_answer, Limited, TimeService, DEFAULT_FORMAT};
 use wireloop::{Bound, EventLoop};
 
-use super::{input_lines, parse_addr};
+use super::{input_lines, parse_addr, values};
 
 /// `wireloop serve` flags for the `time` and `sntp` services.
 #[derive(Debug, Clone, Copy, Args)]
@@ -38,8 +38,8 @@ pub struct TimeServeArgs {
     /// `sntp`: requests a source may send at once.
     #[arg(long, value_name = "N", default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
     sntp_burst: u32,
-    /// Sources each rate limiter remembers; past that, the least recently
-    /// seen are forgotten.
+    /// Sources each per-source limit (udp-echo, time, sntp, rfc868, daytime)
+    /// remembers; past that, the least recently seen are forgotten.
     #[arg(long, value_name = "N", default_value_t = 4096, value_parser = clap::value_parser!(u64).range(2..=1 << 24))]
     rate_sources: u64,
     /// RFC 868 Time over UDP (seconds since 1900, 4 bytes), off unless given.
@@ -57,19 +57,21 @@ pub struct TimeServeArgs {
 }
 
 impl TimeServeArgs {
-    fn rate(&self, rate: u32, burst: u32) -> RateConfig {
+    /// A rate limit of `rate` per second and `burst` for one of `serve`'s
+    /// services, remembering `--rate-sources` sources.
+    pub fn rate(&self, rate: u32, burst: u32) -> RateConfig {
         RateConfig { rate, burst, max_sources: self.rate_sources as usize }
     }
 
     /// Binds RFC 868 Time (rate-limited like `time`) when called.
     pub fn install_rfc868(&self) -> impl FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound> + 'static {
-        let service = Limited::new(self.rate(self.time_rate, self.time_burst), rfc868_answer);
+        let service = Limited::new("rfc868", self.rate(self.time_rate, self.time_burst), rfc868_answer);
         move |lp, addr| lp.bind_udp(addr, service)
     }
 
     /// Binds RFC 867 Daytime (rate-limited like `time`) when called.
     pub fn install_daytime(&self) -> impl FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound> + 'static {
-        let service = Limited::new(self.rate(self.time_rate, self.time_burst), daytime_answer);
+        let service = Limited::new("daytime", self.rate(self.time_rate, self.time_burst), daytime_answer);
         move |lp, addr| lp.bind_udp(addr, service)
     }
 
@@ -112,8 +114,8 @@ pub struct TimeArgs {
     #[arg(value_name = "[ADDR] [FORMAT]", num_args = 0..=2)]
     words: Vec<String>,
     /// Seconds to wait for each reply.
-    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
-    timeout: f64,
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = values::positive_secs)]
+    timeout: Duration,
 }
 
 #[derive(Debug, Args)]
@@ -122,18 +124,11 @@ pub struct SntpArgs {
     #[arg(default_value = "127.0.0.1:8123", value_parser = parse_addr)]
     addr: SocketAddr,
     /// Seconds to wait for the reply.
-    #[arg(long, value_name = "SECS", default_value_t = 2.0)]
-    timeout: f64,
+    #[arg(long, value_name = "SECS", default_value = "2", value_parser = values::positive_secs)]
+    timeout: Duration,
     /// NTP version to ask with.
     #[arg(long, value_name = "3|4", default_value_t = 4, value_parser = clap::value_parser!(u8).range(3..=4))]
     ntp_version: u8,
-}
-
-fn timeout(secs: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|t| !t.is_zero())
-        .ok_or_else(|| "--timeout must be a positive number of seconds".into())
 }
 
 /// A UDP socket connected to `addr`, reading with `timeout`.
@@ -155,7 +150,7 @@ fn drain(socket: &UdpSocket, buf: &mut [u8]) {
 }
 
 pub fn run_time(args: TimeArgs) -> Result<ExitCode, String> {
-    let timeout = timeout(args.timeout)?;
+    let timeout = args.timeout;
     let default: SocketAddr = "127.0.0.1:8082".parse().expect("literal");
     let (addr, format) = match args.words.as_slice() {
         [] => (default, None),
@@ -207,11 +202,12 @@ pub fn run_time(args: TimeArgs) -> Result<ExitCode, String> {
 }
 
 pub fn run_sntp(args: SntpArgs) -> Result<ExitCode, String> {
-    let limit = timeout(args.timeout)?;
+    let limit = args.timeout;
     let addr = args.addr;
     let socket = udp_to(addr, limit)?;
     let t1 = NtpTimestamp::now();
     socket.send(&client_request(args.ntp_version, t1).encode()).map_err(|e| format!("sending to {addr}: {e}"))?;
+    // At most a year (`values::positive_secs`): this cannot overflow.
     let deadline = Instant::now() + limit;
     let mut buf = [0u8; 1024];
     let (reply, t4) = loop {

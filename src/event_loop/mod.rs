@@ -430,7 +430,7 @@ impl<S: 'static> Loop<S> {
                     warn!("listener {lid}: accept failed ({e}); retrying in {retry:?}");
                     l.paused = true;
                     self.stats.accept_pauses += 1;
-                    let at = Instant::now() + retry;
+                    let at = crate::timer::later(Instant::now(), retry);
                     self.timers.schedule(at, crate::timer::TimerKind::AcceptRetry, lid.key, lid.serial);
                     return false;
                 }
@@ -545,6 +545,9 @@ impl<S: 'static> Loop<S> {
             }
             Source::Udp(mut u) => {
                 u.deregister(&self.registry);
+                if let Some(i) = u.local_addr().ok().and_then(|a| self.udp_local.iter().position(|&b| b == a)) {
+                    self.udp_local.swap_remove(i);
+                }
                 debug!("udp {id}: closed");
             }
             Source::Custom(mut s) => {

@@ -116,6 +116,9 @@ pub struct Loop<S = ()> {
     pub(crate) stats: Stats,
     pub(crate) children: Children,
     pub(crate) conns: usize,
+    /// The local address of every UDP socket on the loop: a datagram from
+    /// one of them is a reply of ours, never answered (see `udp.rs`).
+    pub(crate) udp_local: Vec<SocketAddr>,
     /// The clock, read once when `poll` returns (and when timers fire).
     pub(crate) now: Instant,
     pub(crate) handle: Handle<S>,
@@ -144,6 +147,7 @@ impl<S: 'static> Loop<S> {
             stats: Stats::default(),
             children: Children::default(),
             conns: 0,
+            udp_local: Vec::new(),
             now: Instant::now(),
             handle,
             grace_until: None,
@@ -263,6 +267,7 @@ impl<S: 'static> Loop<S> {
         let id = self.reserve();
         udp.register(&self.registry, id)?;
         self.insert(id, Source::Udp(udp));
+        self.udp_local.push(addr);
         debug!("udp {id} on {addr}");
         Ok(Bound { id, addr })
     }

@@ -11,11 +11,22 @@
 //! * `WRITABLE` is registered iff the queue is non-empty.
 //! * A send error for one peer (say, an unreachable address) is logged and
 //!   counted; it never stops the socket or the loop.
+//! * A datagram whose source is one of the loop's own UDP sockets is dropped
+//!   before any service sees it, and counted (`UdpStats::looped`). The
+//!   loop's UDP sockets only ever send replies, so such a datagram is a reply
+//!   of ours — to a datagram with a forged source — and answering it would
+//!   loop for ever, one socket answering itself or two answering each other.
+//!   A socket bound to a wildcard address (`0.0.0.0`, `::`) matches any
+//!   source with its port, since any address of the host may be it (as
+//!   FreeBSD's inetd matches ports); a remote client whose port happens to
+//!   be that port is refused too. `services::reflect` guards the services
+//!   that answer anything against other hosts' services.
 
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
 
 use log::{debug, trace};
 use mio::net::UdpSocket;
@@ -23,7 +34,7 @@ use mio::{Interest, Registry};
 
 use super::conn::Pass;
 use super::handler::{DatagramService, Reply};
-use super::ops::{Loop, Source};
+use super::ops::{Entry, Loop, Source};
 use super::Readiness;
 use crate::id::SourceId;
 use crate::mmsg::{RecvBatch, SendBatch, BATCH};
@@ -39,6 +50,17 @@ pub struct UdpStats {
     pub dropped: u64,
     /// Replies the kernel refused with an error other than `WouldBlock`.
     pub send_errors: u64,
+    /// Datagrams dropped unanswered because their source is one of the
+    /// loop's own UDP sockets (a reflection loop).
+    pub looped: u64,
+}
+
+/// Whether `peer` is one of the sockets at `own`: the same address and port,
+/// or the same port on a socket bound to a wildcard address. IPv4-mapped
+/// IPv6 addresses compare as IPv4.
+pub(crate) fn is_own(peer: SocketAddr, own: &[SocketAddr]) -> bool {
+    let ip = peer.ip().to_canonical();
+    own.iter().any(|a| a.port() == peer.port() && (a.ip().is_unspecified() || a.ip().to_canonical() == ip))
 }
 
 pub(crate) struct UdpSource {
@@ -48,6 +70,8 @@ pub(crate) struct UdpSource {
     queue_limit: usize,
     writable: bool,
     pub(crate) stats: UdpStats,
+    /// When a looped datagram was last logged at debug level.
+    loop_logged: Option<Instant>,
 }
 
 enum Sent {
@@ -57,7 +81,15 @@ enum Sent {
 
 impl UdpSource {
     pub(crate) fn new(socket: UdpSocket, service: Box<dyn DatagramService>, queue_limit: usize) -> Self {
-        UdpSource { socket, service, queue: VecDeque::new(), queue_limit, writable: false, stats: UdpStats::default() }
+        UdpSource {
+            socket,
+            service,
+            queue: VecDeque::new(),
+            queue_limit,
+            writable: false,
+            stats: UdpStats::default(),
+            loop_logged: None,
+        }
     }
 
     pub(crate) fn register(&mut self, registry: &Registry, id: SourceId) -> io::Result<()> {
@@ -77,8 +109,9 @@ impl UdpSource {
     }
 
     /// Receives until `WouldBlock` or about `budget` datagrams, answering
-    /// each: one `recvmmsg` takes up to 32 datagrams, and one `sendmmsg`
-    /// sends their replies (see `mmsg.rs`).
+    /// each except those from `own` sockets: one `recvmmsg` takes up to 32
+    /// datagrams, and one `sendmmsg` sends their replies (see `mmsg.rs`).
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn read_ready(
         &mut self,
         id: SourceId,
@@ -86,6 +119,8 @@ impl UdpSource {
         send: &mut SendBatch,
         reply: &mut Vec<u8>,
         budget: usize,
+        own: &[SocketAddr],
+        now: Instant,
     ) -> io::Result<Pass> {
         let fd = self.socket.as_raw_fd();
         for _ in 0..budget.div_ceil(BATCH).max(1) {
@@ -105,6 +140,10 @@ impl UdpSource {
                 let Some(peer) = peer else { continue };
                 self.stats.received += 1;
                 trace!("udp {}: {} bytes from {}", id, data.len(), peer);
+                if is_own(peer, own) {
+                    self.looped(id, peer, now);
+                    continue;
+                }
                 reply.clear();
                 if self.service.on_datagram(data, peer, reply) == Reply::Send {
                     send.push_reply(peer, reply);
@@ -117,6 +156,22 @@ impl UdpSource {
             }
         }
         Ok(Pass::More)
+    }
+
+    /// Counts a datagram from one of our own sockets; logs at debug level at
+    /// most once a second.
+    fn looped(&mut self, id: SourceId, peer: SocketAddr, now: Instant) {
+        self.stats.looped += 1;
+        if self.loop_logged.is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1)) {
+            trace!("udp {id}: dropped a datagram from our own socket {peer}");
+        } else {
+            self.loop_logged = Some(now);
+            debug!(
+                "udp {id}: dropped a datagram from our own socket {peer}: a forged source, answering would loop \
+                 ({} dropped so in all)",
+                self.stats.looped
+            );
+        }
     }
 
     /// Sends the batched replies with `sendmmsg`; whatever the kernel does
@@ -214,14 +269,18 @@ impl<S: 'static> Loop<S> {
         send: &mut SendBatch,
         reply: &mut Vec<u8>,
     ) -> bool {
-        let budget = self.cfg.batch_budget;
-        let Some(Source::Udp(udp)) = self.get_mut(id) else { return false };
+        let (budget, now) = (self.cfg.batch_budget, self.now);
+        let own = &self.udp_local;
+        let Some(Entry { serial, source: Source::Udp(udp) }) = self.sources.get_mut(id.key) else { return false };
+        if *serial != id.serial {
+            return false;
+        }
         let mut more = false;
         if ready.writable || udp.has_queued() {
             more |= udp.write_ready(id, budget) == Pass::More;
         }
         if ready.readable {
-            match udp.read_ready(id, recv, send, reply, budget) {
+            match udp.read_ready(id, recv, send, reply, budget, own, now) {
                 Ok(p) => more |= p == Pass::More,
                 Err(e) => log::warn!("udp {id}: {e}"),
             }
@@ -231,5 +290,30 @@ impl<S: 'static> Loop<S> {
             log::warn!("udp {id}: reregister failed: {e}");
         }
         more
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_own;
+    use std::net::SocketAddr;
+
+    fn a(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn own_sockets_match_by_address_and_port_or_by_port_when_wildcard() {
+        let own = [a("127.0.0.1:8081"), a("127.0.0.1:8082")];
+        assert!(is_own(a("127.0.0.1:8081"), &own));
+        assert!(is_own(a("127.0.0.1:8082"), &own));
+        assert!(is_own(a("[::ffff:127.0.0.1]:8081"), &own));
+        assert!(!is_own(a("127.0.0.2:8081"), &own));
+        assert!(!is_own(a("127.0.0.1:8083"), &own));
+        assert!(!is_own(a("127.0.0.1:8081"), &[]));
+        let wild = [a("0.0.0.0:9000"), a("[::]:9001")];
+        assert!(is_own(a("192.0.2.7:9000"), &wild));
+        assert!(is_own(a("[2001:db8::1]:9001"), &wild));
+        assert!(!is_own(a("192.0.2.7:9002"), &wild));
     }
 }

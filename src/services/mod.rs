@@ -52,6 +52,7 @@ pub mod exec;
 pub mod files;
 pub mod framed;
 pub mod handshake;
+pub mod reflect;
 pub mod sntp;
 pub mod time;
 pub mod udp_echo;

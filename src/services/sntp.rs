@@ -55,6 +55,12 @@
 //!   `RATE`, all three timestamps the client's own transmit, as ntpd sends
 //!   it, so it reveals no time); further ones get silence until the source is
 //!   under the limit again.
+//! * Datagrams from the loop's own UDP sockets never reach it (the loop drops
+//!   them), but unlike the services that answer anything it does not refuse
+//!   source ports below 1024 ([`crate::services::reflect`]): NTP servers send
+//!   their own requests from port 123, its reply is never longer than the
+//!   request, and it never answers a mode-4 reply, so it cannot loop with
+//!   another NTP server.
 //!
 //! # Offset and delay (RFC 5905 section 8)
 //!

@@ -32,6 +32,10 @@
 //! * **Every error reply also fits the limit** (they are all under 64 bytes).
 //! * **Per-source rate limit** ([`crate::ratelimit`]): requests past the
 //!   source's budget get no reply at all and are counted.
+//! * **No reply to another datagram service** ([`crate::services::reflect`]):
+//!   a source port below 1024 or of a known reflector gets nothing, and the
+//!   loop drops datagrams from its own sockets, so a forged source cannot
+//!   start a loop.
 //!
 //! Bad input (invalid UTF-8, an unknown or incomplete specifier, a format over
 //! 256 bytes, an over-long result) is answered `error: <reason>`; nothing a
@@ -58,9 +62,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use byteorder::{BigEndian, WriteBytesExt};
 use chrono::format::{Item, StrftimeItems};
 use chrono::{DateTime, Local, TimeZone};
-use log::{debug, trace};
+use log::trace;
 
-use crate::ratelimit::{RateConfig, RateLimiter, Verdict};
+use super::reflect::Guard;
+use crate::ratelimit::{RateConfig, RateLimiter};
 use crate::{DatagramService, Reply};
 
 /// The format an empty datagram stands for (Python's
@@ -242,76 +247,53 @@ where
     }
 }
 
-/// The `time` service: [`answer`] with the local time, behind a per-source
-/// rate limit.
+/// The `time` service: [`answer`] with the local time, behind the guard of
+/// the reflecting services ([`crate::services::reflect`]: no reply to a
+/// datagram service's port, a per-source rate limit).
 #[derive(Debug)]
 pub struct TimeService {
-    limiter: RateLimiter,
-    answered: u64,
+    guard: Guard,
 }
 
 impl TimeService {
     /// A service limiting each source as `rate` says.
     pub fn new(rate: RateConfig) -> Self {
-        TimeService { limiter: RateLimiter::new(rate), answered: 0 }
+        TimeService { guard: Guard::new("time", rate) }
     }
 
     /// The rate limiter, for its counters.
     pub fn limiter(&self) -> &RateLimiter {
-        &self.limiter
+        self.guard.limiter()
+    }
+
+    /// The guard, for its counters.
+    pub fn guard(&self) -> &Guard {
+        &self.guard
     }
 
     /// Requests answered (with the time or an `error: ` reply).
     pub fn answered(&self) -> u64 {
-        self.answered
+        self.guard.stats().answered
     }
 }
 
 impl DatagramService for TimeService {
     fn on_datagram(&mut self, data: &[u8], peer: SocketAddr, reply: &mut Vec<u8>) -> Reply {
-        match self.limiter.check(peer.ip(), Instant::now()) {
-            Verdict::Allow => {
-                answer(data, &Local::now(), reply);
-                self.answered = self.answered.saturating_add(1);
-                trace!("time: {} bytes to {}: {:?}", reply.len(), peer, String::from_utf8_lossy(reply));
-                Reply::Send
-            }
-            Verdict::Deny { first } => {
-                let denied = self.limiter.stats().denied;
-                if first {
-                    debug!("time: {peer} is over the rate limit; dropping ({denied} dropped in all)");
-                } else {
-                    trace!("time: dropped a request from {peer} ({denied} dropped in all)");
-                }
-                Reply::Ignore
-            }
+        let now = Instant::now();
+        if !self.guard.admit(peer, now) {
+            return Reply::Ignore;
         }
-    }
-}
-
-/// A rate-limited UDP service around a plain answer function: RFC 868 and
-/// RFC 867 answer *any* datagram, which makes them reflection targets
-/// without a per-source limit.
-pub struct Limited<F> {
-    limiter: RateLimiter,
-    answer: F,
-}
-
-impl<F> Limited<F> {
-    /// Wraps `answer` with a per-source limiter.
-    pub fn new(rate: RateConfig, answer: F) -> Self {
-        Limited { limiter: RateLimiter::new(rate), answer }
-    }
-}
-
-impl<F: FnMut(&[u8], SocketAddr, &mut Vec<u8>) -> Reply> DatagramService for Limited<F> {
-    fn on_datagram(&mut self, data: &[u8], peer: SocketAddr, reply: &mut Vec<u8>) -> Reply {
-        match self.limiter.check(peer.ip(), Instant::now()) {
-            Verdict::Allow => (self.answer)(data, peer, reply),
-            Verdict::Deny { .. } => Reply::Ignore,
+        answer(data, &Local::now(), reply);
+        if !self.guard.release(peer, data.len(), reply.len(), now) {
+            return Reply::Ignore;
         }
+        trace!("time: {} bytes to {}: {:?}", reply.len(), peer, String::from_utf8_lossy(reply));
+        Reply::Send
     }
 }
+
+/// The guarded wrapper RFC 868 and RFC 867 use (they answer *any* datagram).
+pub use super::reflect::Limited;
 
 /// RFC 868: the time as seconds since 1900-01-01 00:00 UTC, modulo 2^32 (the
 /// count wraps in 2036, as the RFC's 32 bits do). `None` before 1970.

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use hdrhistogram::Histogram;
 
-use super::parse_addr;
+use super::{parse_addr, values};
 
 /// Which service to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -55,20 +55,20 @@ pub struct BenchArgs {
     #[arg(value_parser = parse_addr)]
     addr: Option<SocketAddr>,
     /// Connections (UDP: sockets).
-    #[arg(short = 'c', long = "conns", default_value_t = 50)]
+    #[arg(short = 'c', long = "conns", default_value_t = 50, value_parser = |s: &str| count(s, 1_000_000))]
     conns: usize,
     /// Stop after this many answered requests (default: only the duration bounds the run).
     #[arg(short = 'n', long = "requests")]
     requests: Option<u64>,
-    /// Request payload size in bytes (framed: payload after the 4-byte prefix).
-    #[arg(short = 's', long = "size", default_value_t = 64)]
+    /// Request payload size in bytes (framed: payload after the 4-byte prefix), at most 16 MiB.
+    #[arg(short = 's', long = "size", default_value_t = 64, value_parser = message_size)]
     size: usize,
-    /// Requests each connection keeps in flight.
-    #[arg(short = 'P', long = "pipeline", default_value_t = 1)]
+    /// Requests each connection keeps in flight (1 to 65536).
+    #[arg(short = 'P', long = "pipeline", default_value_t = 1, value_parser = |s: &str| count(s, MAX_PIPELINE))]
     pipeline: usize,
-    /// Stop after this many seconds.
-    #[arg(short = 'd', long = "duration", value_name = "SECS", default_value_t = 10.0)]
-    duration: f64,
+    /// Stop after this many seconds (at most a year).
+    #[arg(short = 'd', long = "duration", value_name = "SECS", default_value = "10", value_parser = values::positive_secs)]
+    duration: Duration,
     /// Client threads, each its own mio loop with a share of the connections.
     #[arg(short = 't', long = "threads", default_value_t = 1)]
     threads: usize,
@@ -78,9 +78,35 @@ pub struct BenchArgs {
     /// Send this fixed request instead (escapes: \r \n \t \\ \xHH), e.g. 'PING\r\n'.
     #[arg(long, value_name = "BYTES", requires = "reply_len")]
     raw: Option<String>,
-    /// With --raw: length of each reply; every reply must equal the first.
-    #[arg(long, value_name = "N", requires = "raw")]
+    /// With --raw: length of each reply (at most 16 MiB); every reply must equal the first.
+    #[arg(long, value_name = "N", requires = "raw", value_parser = message_size)]
     reply_len: Option<usize>,
+}
+
+/// The largest request payload or reply a run uses: each connection holds
+/// one of each.
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+
+/// The most requests a connection keeps in flight (each holds a timestamp).
+const MAX_PIPELINE: usize = 65_536;
+
+/// A request or reply size: 0 to [`MAX_MESSAGE`] bytes.
+fn message_size(s: &str) -> Result<usize, String> {
+    values::bytes_usize(s).and_then(|n| {
+        if n > MAX_MESSAGE {
+            Err(format!("more than {MAX_MESSAGE} bytes (16 MiB)"))
+        } else {
+            Ok(n)
+        }
+    })
+}
+
+/// A count from 1 to `max`.
+fn count(s: &str, max: usize) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(n) if (1..=max).contains(&n) => Ok(n),
+        _ => Err(format!("not a whole number from 1 to {max}")),
+    }
 }
 
 /// What goes on the wire: one request, and how replies are checked.
@@ -198,7 +224,7 @@ fn unescape(s: &str) -> Result<Vec<u8>, String> {
 }
 
 fn plan(args: &BenchArgs) -> Result<Plan, String> {
-    let pipeline = args.pipeline.max(1);
+    let pipeline = args.pipeline;
     if let (Some(raw), Some(n)) = (&args.raw, args.reply_len) {
         let request = unescape(raw)?;
         if request.is_empty() || n == 0 {
@@ -212,6 +238,9 @@ fn plan(args: &BenchArgs) -> Result<Plan, String> {
         Target::Echo | Target::UdpEcho => {
             if payload.is_empty() {
                 return Err("-s must be at least 1 for echo".into());
+            }
+            if args.target == Target::UdpEcho && payload.len() > 65_507 {
+                return Err("-s must be at most 65507 for udp-echo (the largest IPv4 datagram)".into());
             }
             Plan { request: payload, reply: Some(upper), reply_len: args.size, pipeline }
         }
@@ -243,16 +272,13 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         };
         SocketAddr::from(([127, 0, 0, 1], port))
     });
-    if args.conns == 0 || args.duration.is_nan() || args.duration <= 0.0 {
-        return Err("-c must be at least 1 and -d above 0".into());
-    }
     let threads = args.threads.clamp(1, args.conns);
     let shared = Shared {
         limit: args.requests.unwrap_or(u64::MAX),
         issued: AtomicU64::new(0),
         done: AtomicU64::new(0),
         start: Barrier::new(threads + 1),
-        duration: Duration::from_secs_f64(args.duration),
+        duration: args.duration,
     };
     let udp = args.target == Target::UdpEcho;
     let progress = !args.json && io::stderr().is_terminal();
