@@ -33,7 +33,9 @@
 //! * Nothing is ever written at a final name except by one `renameat` of a
 //!   complete, MD5-verified, fsynced partial file into its parent directory,
 //!   opened before the rename and fsynced through that descriptor after it.
-//!   Without `overwrite`, the rename is `RENAME_NOREPLACE`.
+//!   Without `overwrite`, the rename is `RENAME_NOREPLACE`. Once the rename
+//!   has happened the upload is stored, and is reported so, whatever fails
+//!   after (a failed directory fsync is a warning in the log).
 //! * There is at most one partial file per final name, and at most one
 //!   upload per name at a time: [`Store`] keeps the keys in progress, and an
 //!   [`Upload`] releases its key when dropped. A dropped (interrupted) upload
@@ -62,7 +64,7 @@ use std::time::{Duration, Instant, SystemTime};
 use log::{debug, info, warn};
 
 pub use self::root::{Dir, Kind, Refused};
-pub use self::upload::{read_chunk_at, Committed, Upload};
+pub use self::upload::{read_chunk_at, Committed, NotStored, Upload};
 
 pub mod root;
 pub mod upload;

@@ -4,14 +4,21 @@
 //! name except by one `renameat` of a complete, verified, synced file, and
 //! dropping an [`Upload`] keeps its partial file for a resume while freeing
 //! the name for the next upload.
+//!
+//! The commit opens (creating) the destination's parent directory before
+//! the rename and holds it, so nothing after the rename needs a new
+//! descriptor: at the open-file limit a commit either fails before the
+//! rename (and says the upload was removed, which it was) or stores the
+//! file (and says so, even if the directory fsync then fails).
 
+use std::fmt;
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use log::debug;
+use log::{debug, warn};
 
 use super::{key_of, split_name, Dir, Refused, Store, SYNC_EVERY};
 
@@ -22,6 +29,25 @@ pub struct Committed {
     pub fsync: Duration,
     /// The rename plus the `fsync` of the directory.
     pub rename: Duration,
+}
+
+/// Why a commit did not store the file. Nothing is at the final name; the
+/// partial file was removed unless `kept` says why not.
+#[derive(Debug)]
+pub struct NotStored {
+    /// What went wrong, a sentence for the peer.
+    pub why: String,
+    /// The partial file could not be removed (it is still on disk).
+    pub kept: Option<io::Error>,
+}
+
+impl fmt::Display for NotStored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kept {
+            None => write!(f, "{}; the upload was removed", self.why),
+            Some(e) => write!(f, "{}; nothing was stored, and removing the partial upload failed too ({e})", self.why),
+        }
+    }
 }
 
 /// One upload in progress: its partial file and its claim on the name.
@@ -80,10 +106,12 @@ impl Upload {
         read_chunk_at(&self.file, pos, want, out)
     }
 
-    /// Removes the partial file (MD5 mismatch, disk error).
-    pub fn discard(self) {
-        let _ = self.remove_partial();
+    /// Removes the partial file (MD5 mismatch, disk error). The error, if
+    /// the partial file could not be removed and is still on disk.
+    pub fn discard(self) -> io::Result<()> {
+        let r = self.remove_partial();
         debug!("files: discarded the partial upload of {}", self.name);
+        r
     }
 
     /// Unlinks the partial file and its metadata (a name already gone counts
@@ -101,24 +129,20 @@ impl Upload {
 
     /// Makes the verified upload visible at its name: fsync the file, open
     /// (creating) the parent directory, rename into it (no-replace unless
-    /// overwrite), fsync that directory, record the MD5. On failure the
-    /// partial file is removed.
-    pub fn commit(self, md5: &str) -> io::Result<Committed> {
-        let r = self.try_commit(md5);
-        if r.is_err() {
-            let _ = self.remove_partial();
-        }
-        r
-    }
-
-    fn try_commit(&self, md5: &str) -> io::Result<Committed> {
+    /// overwrite), fsync that directory, record the MD5. A failure before
+    /// the rename removes the partial file and is a [`NotStored`]; once the
+    /// rename is done the file is stored, and whatever fails after is only
+    /// logged.
+    pub fn commit(self, md5: &str) -> Result<Committed, NotStored> {
         let t = Instant::now();
-        self.file.sync_data()?;
+        if let Err(e) = self.file.sync_data() {
+            return Err(self.abandon(format!("cannot sync it to disk: {e}")));
+        }
         let fsync = t.elapsed();
         let t = Instant::now();
         let store = &self.store;
-        let other = io::Error::other::<String>;
         let (parent, leaf) = split_name(&self.name);
+        // Held from before the rename to the fsync after it.
         let held;
         let dir: &Dir = if parent.is_empty() {
             &store.root
@@ -128,22 +152,37 @@ impl Upload {
                     held = d;
                     &held
                 }
-                Err(Refused::Io(e)) => return Err(e),
-                Err(r) => return Err(other(r.for_peer(&self.name))),
+                Err(Refused::NotFound) => {
+                    let why = format!("a directory on the way to `{}` was removed meanwhile", self.name);
+                    return Err(self.abandon(why));
+                }
+                Err(Refused::Io(e)) => return Err(self.abandon(format!("cannot open its directory `{parent}`: {e}"))),
+                Err(r) => return Err(self.abandon(r.for_peer(&self.name))),
             }
         };
-        store.partial_dir.rename(&self.part_name, dir, leaf, !self.overwrite).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                other(format!("`{}` appeared meanwhile; send \"overwrite\": true to replace it", self.name))
+        if let Err(e) = store.partial_dir.rename(&self.part_name, dir, leaf, !self.overwrite) {
+            let why = if e.kind() == io::ErrorKind::AlreadyExists {
+                format!("`{}` appeared meanwhile; send \"overwrite\": true to replace it", self.name)
             } else {
-                e
-            }
-        })?;
-        dir.sync()?;
+                e.to_string()
+            };
+            return Err(self.abandon(why));
+        }
+        // Stored: from here on, failures are warnings.
+        if let Err(e) = dir.sync() {
+            warn!("files: stored {}, but the fsync of its directory failed: {e}", self.name);
+        }
         let rename = t.elapsed();
-        let _ = store.partial_dir.unlink(&self.meta_name);
+        if let Err(e) = store.partial_dir.unlink(&self.meta_name) {
+            warn!("files: stored {}, but cannot remove its partial metadata: {e}", self.name);
+        }
         store.remember_md5(&self.name, &self.file, md5);
         Ok(Committed { fsync, rename })
+    }
+
+    /// A commit failed before the rename: remove the partial file.
+    fn abandon(&self, why: String) -> NotStored {
+        NotStored { why, kept: self.remove_partial().err() }
     }
 }
 
