@@ -183,7 +183,7 @@ fn traversal_names_never_write_outside_the_root() {
         ("../x", "`..`"),
         ("a/../../x", "`..`"),
         ("a\u{0}b", "NUL"),
-        ("escape/x", "symlink that leads out"),
+        ("escape/x", "passes through the symlink `escape`"),
         ("", "empty"),
         ("/.wireloop/partial/x", "reserved"),
     ];

@@ -1,5 +1,5 @@
 //! The files service's storage rules, through `storage`'s public API and
-//! a real temporary directory: name cleaning, symlinks, atomic commit,
+//! a real temporary directory: name cleaning, symlinks refused, atomic commit,
 //! resume, limits, partial cleanup, listing.
 
 use std::fs;
@@ -34,19 +34,53 @@ fn names_are_cleaned_or_refused() {
 }
 
 #[test]
-fn a_symlink_out_of_the_root_is_refused_and_one_inside_is_followed() {
+fn symlinks_inside_the_root_are_refused_wherever_they_lead() {
     let dir = tempfile::tempdir().unwrap();
     let outside = tempfile::tempdir().unwrap();
     let s = store(dir.path());
     std::os::unix::fs::symlink(outside.path(), dir.path().join("out")).unwrap();
     fs::create_dir(dir.path().join("real")).unwrap();
+    fs::write(dir.path().join("real/x"), b"x").unwrap();
     std::os::unix::fs::symlink(dir.path().join("real"), dir.path().join("in")).unwrap();
-    std::os::unix::fs::symlink(dir.path().join(HIDDEN), dir.path().join("hid")).unwrap();
-    assert!(s.resolve("out/x").unwrap_err().contains("symlink that leads out"));
-    assert!(s.resolve("hid/partial").unwrap_err().contains("symlink"));
-    assert_eq!(s.resolve("in/x").unwrap(), s.root().join("real/x"));
+    std::os::unix::fs::symlink("real/x", dir.path().join("xlink")).unwrap();
+    std::os::unix::fs::symlink(".", dir.path().join("self")).unwrap();
+    assert!(s.resolve("out/x").unwrap_err().contains("passes through the symlink `out`"));
+    assert!(s.resolve("in/x").unwrap_err().contains("passes through the symlink `in`"));
+    assert!(s.resolve("self/.wireloop/partial").unwrap_err().contains("symlink `self`"));
+    assert!(s.resolve("xlink").unwrap_err().contains("`xlink` is a symlink"));
+    assert_eq!(s.resolve("real/x").unwrap(), Some(Kind::File));
+    assert_eq!(s.resolve("real").unwrap(), Some(Kind::Dir));
+    assert_eq!(s.resolve("real/nothing/below").unwrap(), None);
+    assert!(s.open_read("in/x").unwrap_err().contains("symlinks inside the storage root are not followed"));
+    assert!(s.open_read("xlink").unwrap_err().contains("is a symlink"));
+    let md5 = hex(&Md5::digest(b"x"));
+    assert!(s.begin_upload(&spec("in/y", 1, &md5, 0)).unwrap_err().contains("symlink `in`"));
+    assert!(s.begin_upload(&spec("out/y", 1, &md5, 0)).unwrap_err().contains("symlink `out`"));
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    assert_eq!(s.list("", None, 1000).unwrap().0.into_iter().map(|e| e.name).collect::<Vec<_>>(), ["real/x"]);
+    assert!(s.list("self/", None, 1000).unwrap_err().contains("`self` is a symlink"));
     fs::write(dir.path().join("f"), b"").unwrap();
     assert!(s.resolve("f/x").unwrap_err().contains("is a file"));
+}
+
+/// The symlink appears between the upload's start and its commit: the
+/// commit refuses it and removes the partial file.
+#[test]
+fn a_symlink_swapped_in_before_the_commit_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    fs::create_dir(dir.path().join("d")).unwrap();
+    let md5 = hex(&Md5::digest(b"abc"));
+    let mut up = s.begin_upload(&spec("d/f", 3, &md5, 0)).unwrap();
+    up.write(b"abc").unwrap();
+    fs::remove_dir(dir.path().join("d")).unwrap();
+    std::os::unix::fs::symlink(outside.path(), dir.path().join("d")).unwrap();
+    let e = up.commit(&md5).unwrap_err();
+    assert!(e.to_string().contains("symlink `d`") && e.to_string().ends_with("the upload was removed"), "{e}");
+    assert!(e.kept.is_none());
+    assert_eq!(fs::read_dir(outside.path()).unwrap().count(), 0);
+    assert!(s.partial("d/f").is_none());
 }
 
 #[test]
@@ -89,7 +123,7 @@ fn resume_needs_the_same_file_and_the_exact_offset() {
     assert!(s.begin_upload(&spec("r", 10, &md5, 11)).unwrap_err().contains("past file_size"));
     let up = s.begin_upload(&spec("r", 10, &md5, 4)).unwrap();
     assert_eq!(up.written(), 4);
-    up.discard();
+    up.discard().unwrap();
     assert!(s.partial("r").is_none());
 }
 

@@ -23,8 +23,9 @@ use serde_json::{json, Map, Value};
 
 use super::storage::{hex, Entry, CHUNK};
 
-/// Largest reply header the client accepts (a listing of 10,000 names).
-pub const MAX_REPLY: usize = 64 * 1024 * 1024;
+/// Largest reply header the client accepts (a listing page is at most
+/// 64 KiB of names; this leaves room for servers that page differently).
+pub const MAX_REPLY: usize = 16 * 1024 * 1024;
 
 /// What can go wrong talking to the service.
 #[derive(Debug)]

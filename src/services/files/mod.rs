@@ -436,13 +436,14 @@ impl Files {
         self.rate.count(chunk.len());
         if let Err(e) = r.up.write(chunk) {
             let name = r.up.name().to_string();
-            if let State::Receiving(r) = self.take() {
-                r.up.discard();
-            }
-            return self.fail(
-                format!("disk error while writing `{name}` at byte {before}: {e}; the partial upload was removed"),
-                cx,
-            );
+            let kept = match self.take() {
+                State::Receiving(r) => {
+                    r.up.discard().err().map(|e| format!("removing the partial upload failed too ({e})"))
+                }
+                _ => None,
+            };
+            let state = kept.unwrap_or_else(|| "the partial upload was removed".into());
+            return self.fail(format!("disk error while writing `{name}` at byte {before}: {e}; {state}"), cx);
         }
         if r.hashed == before {
             r.md5.update(chunk);
@@ -493,7 +494,9 @@ impl Files {
         let got = hex(&r.md5.finalize());
         let (name, size) = (r.up.name().to_string(), r.up.written());
         let reply = if got != r.expected {
-            r.up.discard();
+            if let Err(e) = r.up.discard() {
+                log::warn!("files {}: cannot remove the partial upload of {name}: {e}", self.peer);
+            }
             Reply::error(format!(
                 "md5 mismatch for `{name}`: the header said {}, but the {size} bytes received hash to {got}; \
                  nothing was stored, check the file and upload it again",
@@ -508,7 +511,7 @@ impl Files {
                     );
                     Reply { file_name: Some(name), file_size: Some(size), md5: Some(got), ..Reply::ok() }
                 }
-                Err(e) => Reply::error(format!("could not store `{name}`: {e}; the upload was removed")),
+                Err(e) => Reply::error(format!("could not store `{name}`: {e}")),
             }
         };
         self.reply(&reply, cx);

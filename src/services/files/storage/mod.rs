@@ -16,16 +16,26 @@
 //!
 //! # Invariants
 //!
+//! * The root is opened once, at [`Store::open`], as a directory descriptor,
+//!   and so are `.wireloop/partial` and `.wireloop/md5`. Every later call
+//!   goes through those descriptors ([`root`]): renaming or replacing the
+//!   root's path while the server runs changes nothing.
 //! * A name is cleaned lexically first ([`clean_name`]: a leading `/` dropped,
 //!   `..`, NUL, empty names and names over [`MAX_NAME`] bytes refused), then
-//!   walked component by component from the canonical root: a component that
-//!   is a symlink must canonicalize to a path inside the root (and outside
-//!   `.wireloop`). Only the protocol writes here and it never makes symlinks,
-//!   so the checked path cannot change under us unless a local user with
-//!   write access to the root races it; that user could write the root anyway.
-//! * Nothing is ever written at a final name except by one `rename` of a
-//!   complete, MD5-verified, fsynced partial file; the directory is fsynced
-//!   after it. Without `overwrite`, the rename is `RENAME_NOREPLACE`.
+//!   resolved beneath the root without following any symlink, in any
+//!   component (`openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, or one
+//!   `openat(O_NOFOLLOW)` per component). A symlink inside the root is
+//!   refused whoever made it and whenever, so a local user swapping one in
+//!   mid-request gets a refusal, never a file outside the root.
+//! * The hidden directory is reachable by no peer name: its name is refused
+//!   as a first component, no symlink (`self -> .`) is followed back to the
+//!   root, and [`Store::list`] skips it.
+//! * Nothing is ever written at a final name except by one `renameat` of a
+//!   complete, MD5-verified, fsynced partial file into its parent directory,
+//!   opened before the rename and fsynced through that descriptor after it.
+//!   Without `overwrite`, the rename is `RENAME_NOREPLACE`. Once the rename
+//!   has happened the upload is stored, and is reported so, whatever fails
+//!   after (a failed directory fsync is a warning in the log).
 //! * There is at most one partial file per final name, and at most one
 //!   upload per name at a time: [`Store`] keeps the keys in progress, and an
 //!   [`Upload`] releases its key when dropped. A dropped (interrupted) upload
@@ -42,23 +52,23 @@
 //!   whatever the disk has not finished.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashSet;
-use std::ffi::CString;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Seek, SeekFrom};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime};
 
 use log::{debug, info, warn};
 
-use self::page::{Dirs, Kind};
-pub use self::upload::{read_chunk_at, Committed, Upload};
+use self::page::{Dirs, Kind as PageKind};
+pub use self::root::{Dir, Kind, Refused};
+pub use self::upload::{read_chunk_at, Committed, NotStored, Upload};
 
 pub mod page;
+pub mod root;
 pub mod upload;
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
@@ -71,6 +81,11 @@ pub const HIDDEN: &str = ".wireloop";
 pub const CHUNK: usize = 256 * 1024;
 /// An upload starts writeback of its dirty pages every this many bytes.
 pub const SYNC_EVERY: u64 = 8 * 1024 * 1024;
+/// Largest partial-metadata or MD5-cache file read back (they hold one
+/// name of at most [`MAX_NAME`] bytes and a few numbers).
+const MAX_META: u64 = 64 * 1024;
+/// Mode of the files the store creates (less the umask).
+const FILE_MODE: libc::mode_t = 0o666;
 
 /// A `file_name` (or prefix) refused by [`clean_name`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,9 +218,11 @@ pub struct UploadSpec<'a> {
 /// The storage root, its limits, and which names are being uploaded.
 #[derive(Debug)]
 pub struct Store {
-    root: PathBuf,
-    partial_dir: PathBuf,
-    md5_dir: PathBuf,
+    /// The root's path as given at `open`, for messages only.
+    root_path: PathBuf,
+    root: Dir,
+    partial_dir: Dir,
+    md5_dir: Dir,
     max_size: Option<u64>,
     partial_max_age: Duration,
     /// Partial-file keys of the uploads in progress (keyed like the
@@ -215,23 +232,24 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating if needed) the root and its hidden directories, and
-    /// removes partial files older than `partial_max_age`.
+    /// Opens (creating if needed) the root and its hidden directories, holds
+    /// their descriptors, and removes partial files older than
+    /// `partial_max_age`. Symlinks in `root` itself are followed, this once.
     pub fn open(root: &Path, max_size: Option<u64>, partial_max_age: Duration) -> io::Result<Store> {
         fs::create_dir_all(root)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot create files root {}: {e}", root.display())))?;
-        let root = fs::canonicalize(root)?;
-        if !root.is_dir() {
-            return Err(io::Error::other(format!("files root {} is not a directory", root.display())));
-        }
-        let partial_dir = root.join(HIDDEN).join("partial");
-        let md5_dir = root.join(HIDDEN).join("md5");
-        for d in [&partial_dir, &md5_dir] {
-            fs::create_dir_all(d)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot create {}: {e}", d.display())))?;
-        }
+        let root_path = fs::canonicalize(root)?;
+        let dir = Dir::open(root)
+            .map_err(|e| io::Error::new(e.kind(), format!("cannot open files root {}: {e}", root.display())))?;
+        let hidden = |sub: &str| {
+            dir.create_dirs(&format!("{HIDDEN}/{sub}")).map_err(|e| {
+                io::Error::other(format!("cannot create {}: {e}", root_path.join(HIDDEN).join(sub).display()))
+            })
+        };
+        let (partial_dir, md5_dir) = (hidden("partial")?, hidden("md5")?);
         let store = Store {
-            root,
+            root_path,
+            root: dir,
             partial_dir,
             md5_dir,
             max_size,
@@ -246,9 +264,10 @@ impl Store {
         Ok(store)
     }
 
-    /// The canonical root directory.
+    /// The root's canonical path when it was opened, for messages: the store
+    /// itself uses the descriptor it holds, wherever that directory is now.
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.root_path
     }
 
     /// The largest accepted file, if limited.
@@ -256,77 +275,53 @@ impl Store {
         self.max_size
     }
 
-    /// Walks `name` (already cleaned) from the root and returns its real
-    /// path, refusing a path through a symlink that leaves the root (or
-    /// enters the hidden directory), or through a component that is a file.
-    pub fn resolve(&self, name: &str) -> Result<PathBuf, String> {
-        let mut cur = self.root.clone();
-        let comps: Vec<&str> = name.split('/').collect();
-        let hidden = self.root.join(HIDDEN);
-        for (i, comp) in comps.iter().enumerate() {
-            let next = cur.join(comp);
-            match fs::symlink_metadata(&next) {
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    // Nothing below exists yet: no symlink can be on the way.
-                    cur = next;
-                    for rest in &comps[i + 1..] {
-                        cur.push(rest);
-                    }
-                    return Ok(cur);
+    /// What is at `name` (already cleaned) beneath the root, if anything,
+    /// without following symlinks: `None` when it (or a directory on the
+    /// way) does not exist. A path through a symlink, through a file, or to a
+    /// symlink is refused with a sentence for the peer.
+    pub fn resolve(&self, name: &str) -> Result<Option<Kind>, String> {
+        let (parent, leaf) = split_name(name);
+        let held;
+        let dir = if parent.is_empty() {
+            &self.root
+        } else {
+            match self.root.open_dir(parent) {
+                Ok(d) => {
+                    held = d;
+                    &held
                 }
-                Err(e) => return Err(format!("cannot look up `{name}`: {e}")),
-                Ok(m) => {
-                    let last = i + 1 == comps.len();
-                    cur = if m.file_type().is_symlink() {
-                        let real = fs::canonicalize(&next).map_err(|_| {
-                            format!("`{name}` passes through a broken symlink; remove it on the server")
-                        })?;
-                        if !real.starts_with(&self.root) || real.starts_with(&hidden) {
-                            return Err(format!(
-                                "`{name}` passes through a symlink that leads out of the storage root; refused"
-                            ));
-                        }
-                        real
-                    } else {
-                        next
-                    };
-                    if !last && !cur.is_dir() {
-                        let prefix = comps[..=i].join("/");
-                        return Err(format!("`{prefix}` is a file, so `{name}` cannot be below it"));
-                    }
-                }
+                Err(Refused::NotFound) => return Ok(None),
+                Err(r) => return Err(r.for_peer(name)),
             }
+        };
+        match dir.stat(leaf) {
+            Ok(st) if st.kind == Kind::Symlink => Err(Refused::Symlink { at: name.to_string() }.for_peer(name)),
+            Ok(st) => Ok(Some(st.kind)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(format!("cannot look up `{name}`: {e}")),
         }
-        Ok(cur)
     }
 
     /// Bytes free for an unprivileged writer on the root's filesystem.
     pub fn free_space(&self) -> io::Result<u64> {
-        let path = CString::new(self.root.as_os_str().as_bytes()).map_err(|_| io::ErrorKind::InvalidInput)?;
-        // SAFETY: statvfs only writes into the struct we pass; path is NUL-terminated.
-        let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-        if unsafe { libc::statvfs(path.as_ptr(), &mut st) } != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // The field types differ (`f_bavail` is 32 bits on macOS, 64 on Linux
-        // and the BSDs; `f_frsize` is `c_ulong`): `as u64` only widens.
-        Ok((st.f_bavail as u64).saturating_mul(st.f_frsize as u64))
+        self.root.free_space()
     }
 
-    fn partial_paths(&self, name: &str) -> (PathBuf, PathBuf) {
+    /// The partial file's and its metadata's names in `.wireloop/partial`.
+    fn partial_names(name: &str) -> (String, String) {
         let key = key_of(name);
-        (self.partial_dir.join(format!("{key}.part")), self.partial_dir.join(format!("{key}.json")))
+        (format!("{key}.part"), format!("{key}.json"))
     }
 
     /// The interrupted upload of `name`, if one is on disk.
     pub fn partial(&self, name: &str) -> Option<PartialInfo> {
-        let (part, meta) = self.partial_paths(name);
-        let meta: PartialMeta = serde_json::from_slice(&fs::read(meta).ok()?).ok()?;
+        let (part, meta) = Self::partial_names(name);
+        let meta: PartialMeta = serde_json::from_slice(&read_small(&self.partial_dir, &meta).ok()?).ok()?;
         if meta.file_name != name {
             return None;
         }
-        let size = fs::metadata(part).ok()?.len();
-        Some(PartialInfo { meta, size })
+        let st = self.partial_dir.stat(&part).ok().filter(|st| st.kind == Kind::File)?;
+        Some(PartialInfo { meta, size: st.size })
     }
 
     /// Whether an upload of `name` is running on some connection.
@@ -347,10 +342,9 @@ impl Store {
         let Some(need) = spec.file_size.checked_sub(spec.offset) else {
             return Err(format!("offset {} is past file_size {}", spec.offset, spec.file_size));
         };
-        let final_path = self.resolve(name)?;
-        match fs::symlink_metadata(&final_path) {
-            Ok(m) if m.is_dir() => return Err(format!("`{name}` is a directory on the server; pick another name")),
-            Ok(_) if !spec.overwrite => {
+        match self.resolve(name)? {
+            Some(Kind::Dir) => return Err(format!("`{name}` is a directory on the server; pick another name")),
+            Some(_) if !spec.overwrite => {
                 return Err(format!(
                     "`{name}` already exists; send \"overwrite\": true (`wireloop put --overwrite`) to replace it"
                 ));
@@ -361,7 +355,7 @@ impl Store {
             return Err(format!("an upload of `{name}` is already in progress on another connection; try again later"));
         }
         self.maybe_sweep();
-        let (part_path, meta_path) = self.partial_paths(name);
+        let (part_name, meta_name) = Self::partial_names(name);
         let existing = self.partial(name);
         if spec.offset > 0 {
             let Some(p) = existing else {
@@ -389,13 +383,17 @@ impl Store {
             ));
         }
         let io_err = |e: io::Error| format!("cannot create the partial file for `{name}`: {e}");
+        let dir = &self.partial_dir;
+        let create = libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC;
         let file = if spec.offset == 0 {
             let meta =
                 PartialMeta { file_name: name.to_string(), file_size: spec.file_size, md5: spec.md5.to_string() };
-            fs::write(&meta_path, serde_json::to_vec(&meta).map_err(|e| e.to_string())?).map_err(io_err)?;
-            OpenOptions::new().read(true).write(true).create(true).truncate(true).open(&part_path).map_err(io_err)?
+            let bytes = serde_json::to_vec(&meta).map_err(|e| e.to_string())?;
+            let mut f = dir.open_file(&meta_name, create, FILE_MODE).map_err(|e| io_err(e.into()))?;
+            f.write_all(&bytes).map_err(io_err)?;
+            dir.open_file(&part_name, create, FILE_MODE).map_err(|e| io_err(e.into()))?
         } else {
-            let mut f = OpenOptions::new().read(true).write(true).open(&part_path).map_err(io_err)?;
+            let mut f = dir.open_file(&part_name, libc::O_RDWR, 0).map_err(|e| io_err(e.into()))?;
             f.seek(SeekFrom::End(0)).map_err(io_err)?;
             f
         };
@@ -404,8 +402,8 @@ impl Store {
         Ok(Upload {
             store: Rc::clone(self),
             name: name.to_string(),
-            part_path,
-            meta_path,
+            part_name,
+            meta_name,
             file,
             file_size: spec.file_size,
             written: spec.offset,
@@ -417,23 +415,16 @@ impl Store {
     /// Opens a finished file for download: its file, size, and cached MD5 if
     /// the cache still matches it.
     pub fn open_read(&self, name: &str) -> Result<(File, u64, Option<String>), String> {
-        let path = self.resolve(name)?;
         // Non-blocking, so that a FIFO (or a device) cannot block the loop's
-        // thread in `open` waiting for a writer; no symlink as the last
-        // component. Anything but a regular file is refused after `fstat`.
-        let file =
-            OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW).open(&path).map_err(
-                |e| match e.kind() {
-                    io::ErrorKind::NotFound => match self.partial(name) {
-                        Some(p) => {
-                            format!("`{name}` is not complete yet: {} of {} bytes received", p.size, p.meta.file_size)
-                        }
-                        None => format!("no file named `{name}`; `ls` lists what is stored"),
-                    },
-                    _ if e.raw_os_error() == Some(libc::ELOOP) => format!("`{name}` is not a regular file"),
-                    _ => format!("cannot open `{name}`: {e}"),
-                },
-            )?;
+        // thread in `open` waiting for a writer; no symlink in any component.
+        // Anything but a regular file is refused after `fstat`.
+        let file = self.root.open_file(name, libc::O_RDONLY | libc::O_NONBLOCK, 0).map_err(|r| match r {
+            Refused::NotFound => match self.partial(name) {
+                Some(p) => format!("`{name}` is not complete yet: {} of {} bytes received", p.size, p.meta.file_size),
+                None => r.for_peer(name),
+            },
+            r => r.for_peer(name),
+        })?;
         let m = file.metadata().map_err(|e| format!("cannot stat `{name}`: {e}"))?;
         if !m.is_file() {
             return Err(format!("`{name}` is not a regular file"));
@@ -443,8 +434,8 @@ impl Store {
     }
 
     fn cached_md5(&self, name: &str, m: &fs::Metadata) -> Option<String> {
-        let path = self.md5_dir.join(format!("{}.json", key_of(name)));
-        let c: Md5Cache = serde_json::from_slice(&fs::read(path).ok()?).ok()?;
+        let bytes = read_small(&self.md5_dir, &format!("{}.json", key_of(name))).ok()?;
+        let c: Md5Cache = serde_json::from_slice(&bytes).ok()?;
         (c.file_name == name && c.size == m.len() && c.mtime_ns == mtime_ns(m) && c.ino == m.ino()).then_some(c.md5)
     }
 
@@ -459,10 +450,15 @@ impl Store {
             ino: m.ino(),
             md5: md5.to_string(),
         };
-        let path = self.md5_dir.join(format!("{}.json", key_of(name)));
-        let tmp = path.with_extension("tmp");
-        let ok = serde_json::to_vec(&c).ok().map(|bytes| fs::write(&tmp, bytes).and_then(|_| fs::rename(&tmp, &path)));
-        if let Some(Err(e)) = ok {
+        let key = key_of(name);
+        let (tmp, path) = (format!("{key}.tmp"), format!("{key}.json"));
+        let dir = &self.md5_dir;
+        let write = |bytes: Vec<u8>| -> io::Result<()> {
+            let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC;
+            dir.open_file(&tmp, flags, FILE_MODE)?.write_all(&bytes)?;
+            dir.rename(&tmp, dir, &path, false)
+        };
+        if let Some(Err(e)) = serde_json::to_vec(&c).ok().map(write) {
             warn!("files: cannot cache the md5 of {name}: {e}");
         }
     }
@@ -481,19 +477,22 @@ impl Store {
             None => String::new(),
             Some(i) => {
                 let dir = clean_name(&prefix[..i]).map_err(|e| format!("bad prefix: {e}"))?;
-                self.resolve(&dir)?;
-                format!("{dir}/")
+                match self.root.open_dir(&dir) {
+                    Ok(_) => format!("{dir}/"),
+                    Err(Refused::NotFound) => return Ok((Vec::new(), false)),
+                    Err(r) => return Err(r.for_peer(&dir)),
+                }
             }
         };
-        let (names, more) = page::page(&mut RootDirs(&self.root), &start, prefix, after.as_deref(), limit);
-        let mut out = Vec::with_capacity(names.len());
-        for name in names {
-            // Removed or replaced since the walk: left out.
-            let Ok(m) = self.root.join(&name).symlink_metadata() else { continue };
-            if m.is_file() {
-                out.push(Entry { name, size: m.len(), mtime: m.mtime() });
-            }
-        }
+        let mut dirs = RootDirs { root: &self.root, files: HashMap::new() };
+        let (names, more) = page::page(&mut dirs, &start, prefix, after.as_deref(), limit);
+        let out = names
+            .into_iter()
+            .filter_map(|name| {
+                let &(size, mtime) = dirs.files.get(&name)?;
+                Some(Entry { name, size, mtime })
+            })
+            .collect();
         Ok((out, more))
     }
 
@@ -503,31 +502,32 @@ impl Store {
         self.last_sweep.set(Instant::now());
         let now = SystemTime::now();
         let mut removed = 0;
-        for ent in fs::read_dir(&self.partial_dir)?.flatten() {
-            let path = ent.path();
-            let Ok(m) = ent.metadata() else { continue };
-            let age = m.modified().ok().and_then(|t| now.duration_since(t).ok()).unwrap_or_default();
+        let dir = &self.partial_dir;
+        for fname in dir.entries()? {
+            let Ok(fname) = fname.into_string() else { continue };
+            let Ok(st) = dir.stat(&fname) else { continue };
+            let age = now.duration_since(st.modified()).unwrap_or_default();
             if age <= self.partial_max_age {
                 continue;
             }
             // A busy upload keeps writing, so its mtime is fresh anyway;
             // check its key to be sure.
-            let key = path.file_stem().and_then(|k| k.to_str()).unwrap_or_default();
+            let (key, ext) = fname.rsplit_once('.').unwrap_or((&fname, ""));
             if self.busy.borrow().contains(key) {
                 continue;
             }
             // A partial's age is its `.part`'s last write (its `.json` is
             // written once, at the start); a `.json` goes with its `.part`,
             // or alone if its `.part` is gone.
-            match path.extension().and_then(|e| e.to_str()) {
-                Some("part") => {
-                    let _ = fs::remove_file(path.with_extension("json"));
+            match ext {
+                "part" => {
+                    let _ = dir.unlink(&format!("{key}.json"));
                     removed += 1;
                 }
-                Some("json") if path.with_extension("part").exists() => continue,
+                "json" if dir.stat(&format!("{key}.part")).is_ok() => continue,
                 _ => {}
             }
-            let _ = fs::remove_file(&path);
+            let _ = dir.unlink(&fname);
         }
         Ok(removed)
     }
@@ -549,22 +549,48 @@ fn mtime_ns(m: &fs::Metadata) -> i128 {
     i128::from(m.mtime()) * 1_000_000_000 + i128::from(m.mtime_nsec())
 }
 
-/// The store's directories, read for a listing: regular files and
-/// directories only (symlinks are never followed), and never the hidden
-/// directory.
-struct RootDirs<'a>(&'a Path);
+/// A cleaned name's parent (`""` at the root) and last component.
+fn split_name(name: &str) -> (&str, &str) {
+    name.rsplit_once('/').unwrap_or(("", name))
+}
+
+/// A small file in `dir` (partial metadata, an MD5 cache entry), at most
+/// [`MAX_META`] bytes of it.
+fn read_small(dir: &Dir, name: &str) -> io::Result<Vec<u8>> {
+    let f = dir.open_file(name, libc::O_RDONLY | libc::O_NONBLOCK, 0)?;
+    let mut v = Vec::new();
+    f.take(MAX_META).read_to_end(&mut v)?;
+    Ok(v)
+}
+
+/// The store's directories, read for a listing through the root's
+/// descriptor: regular files and directories only (symlinks are never
+/// followed), never the hidden directory, and no directory whose name
+/// reaches [`MAX_NAME`] (nothing below it could be asked for). Each
+/// directory is opened from the root again, so a listing holds two
+/// descriptors at most. The files' sizes and times, read to tell files from
+/// directories, are kept for the page's entries.
+struct RootDirs<'a> {
+    root: &'a Dir,
+    files: HashMap<String, (u64, i64)>,
+}
 
 impl Dirs for RootDirs<'_> {
-    fn read(&mut self, rel: &str) -> io::Result<Vec<(String, Kind)>> {
+    fn read(&mut self, rel: &str) -> io::Result<Vec<(String, PageKind)>> {
+        let dir = self.root.open_dir(rel).map_err(|r| io::Error::other(r.for_peer(rel)))?;
         let mut out = Vec::new();
-        for ent in fs::read_dir(self.0.join(rel))?.flatten() {
-            let Ok(name) = ent.file_name().into_string() else { continue };
-            if rel.is_empty() && name == HIDDEN {
+        for fname in dir.entries()? {
+            let Ok(fname) = fname.into_string() else { continue };
+            if rel.is_empty() && fname == HIDDEN {
                 continue;
             }
-            match ent.file_type() {
-                Ok(t) if t.is_dir() => out.push((name, Kind::Dir)),
-                Ok(t) if t.is_file() => out.push((name, Kind::File)),
+            let Ok(st) = dir.stat(&fname) else { continue };
+            match st.kind {
+                Kind::Dir if rel.len() + fname.len() < MAX_NAME => out.push((fname, PageKind::Dir)),
+                Kind::File => {
+                    self.files.insert(format!("{rel}{fname}"), (st.size, st.mtime));
+                    out.push((fname, PageKind::File));
+                }
                 _ => {}
             }
         }

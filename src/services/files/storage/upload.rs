@@ -1,20 +1,26 @@
 //! One upload's partial file: bounded appends, early writeback, and the
 //! atomic commit (fdatasync, rename, directory fsync). Part of
 //! [`storage`](super), whose invariants it keeps: nothing appears at a final
-//! name except by one `rename` of a complete, verified, synced file, and
+//! name except by one `renameat` of a complete, verified, synced file, and
 //! dropping an [`Upload`] keeps its partial file for a resume while freeing
 //! the name for the next upload.
+//!
+//! The commit opens (creating) the destination's parent directory before
+//! the rename and holds it, so nothing after the rename needs a new
+//! descriptor: at the open-file limit a commit either fails before the
+//! rename (and says the upload was removed, which it was) or stores the
+//! file (and says so, even if the directory fsync then fails).
 
-use std::fs::{self, File};
+use std::fmt;
+use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use log::debug;
+use log::{debug, warn};
 
-use super::{key_of, Store, SYNC_EVERY};
+use super::{key_of, split_name, Dir, Refused, Store, SYNC_EVERY};
 
 /// Timings of a commit, for logs and the benchmark.
 #[derive(Debug, Clone, Copy)]
@@ -25,6 +31,25 @@ pub struct Committed {
     pub rename: Duration,
 }
 
+/// Why a commit did not store the file. Nothing is at the final name; the
+/// partial file was removed unless `kept` says why not.
+#[derive(Debug)]
+pub struct NotStored {
+    /// What went wrong, a sentence for the peer.
+    pub why: String,
+    /// The partial file could not be removed (it is still on disk).
+    pub kept: Option<io::Error>,
+}
+
+impl fmt::Display for NotStored {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kept {
+            None => write!(f, "{}; the upload was removed", self.why),
+            Some(e) => write!(f, "{}; nothing was stored, and removing the partial upload failed too ({e})", self.why),
+        }
+    }
+}
+
 /// One upload in progress: its partial file and its claim on the name.
 /// Dropping it keeps the partial file (the upload can be resumed) and frees
 /// the name.
@@ -32,8 +57,10 @@ pub struct Committed {
 pub struct Upload {
     pub(super) store: Rc<Store>,
     pub(super) name: String,
-    pub(super) part_path: PathBuf,
-    pub(super) meta_path: PathBuf,
+    /// The partial file's name in `.wireloop/partial`.
+    pub(super) part_name: String,
+    /// Its metadata's name there.
+    pub(super) meta_name: String,
     pub(super) file: File,
     pub(super) file_size: u64,
     pub(super) written: u64,
@@ -79,53 +106,83 @@ impl Upload {
         read_chunk_at(&self.file, pos, want, out)
     }
 
-    /// Removes the partial file (MD5 mismatch, disk error).
-    pub fn discard(self) {
-        let _ = fs::remove_file(&self.part_path);
-        let _ = fs::remove_file(&self.meta_path);
+    /// Removes the partial file (MD5 mismatch, disk error). The error, if
+    /// the partial file could not be removed and is still on disk.
+    pub fn discard(self) -> io::Result<()> {
+        let r = self.remove_partial();
         debug!("files: discarded the partial upload of {}", self.name);
-    }
-
-    /// Makes the verified upload visible at its name: fsync the file,
-    /// create the parent directories, rename (no-replace unless overwrite),
-    /// fsync the directory, record the MD5. On failure the partial file is
-    /// removed.
-    pub fn commit(self, md5: &str) -> io::Result<Committed> {
-        let r = self.try_commit(md5);
-        if r.is_err() {
-            let _ = fs::remove_file(&self.part_path);
-            let _ = fs::remove_file(&self.meta_path);
-        }
         r
     }
 
-    fn try_commit(&self, md5: &str) -> io::Result<Committed> {
+    /// Unlinks the partial file and its metadata (a name already gone counts
+    /// as removed); the partial file's error, if it is still there.
+    fn remove_partial(&self) -> io::Result<()> {
+        let dir = &self.store.partial_dir;
+        let gone = |r: io::Result<()>| match r {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+        let part = gone(dir.unlink(&self.part_name));
+        let _ = gone(dir.unlink(&self.meta_name));
+        part
+    }
+
+    /// Makes the verified upload visible at its name: fsync the file, open
+    /// (creating) the parent directory, rename into it (no-replace unless
+    /// overwrite), fsync that directory, record the MD5. A failure before
+    /// the rename removes the partial file and is a [`NotStored`]; once the
+    /// rename is done the file is stored, and whatever fails after is only
+    /// logged.
+    pub fn commit(self, md5: &str) -> Result<Committed, NotStored> {
         let t = Instant::now();
-        self.file.sync_data()?;
+        if let Err(e) = self.file.sync_data() {
+            return Err(self.abandon(format!("cannot sync it to disk: {e}")));
+        }
         let fsync = t.elapsed();
         let t = Instant::now();
-        let other = io::Error::other::<String>;
-        let dest = self.store.resolve(&self.name).map_err(other)?;
-        let parent = dest.parent().ok_or_else(|| other("no parent directory".into()))?;
-        fs::create_dir_all(parent)?;
-        // Re-check after creating: the directories must still be ours.
-        let real_parent = fs::canonicalize(parent)?;
-        if !real_parent.starts_with(self.store.root()) {
-            return Err(other(format!("`{}` leads out of the storage root", self.name)));
-        }
-        let dest = real_parent.join(dest.file_name().ok_or_else(|| other("no file name".into()))?);
-        rename(&self.part_path, &dest, !self.overwrite).map_err(|e| {
-            if e.kind() == io::ErrorKind::AlreadyExists {
-                other(format!("`{}` appeared meanwhile; send \"overwrite\": true to replace it", self.name))
-            } else {
-                e
+        let store = &self.store;
+        let (parent, leaf) = split_name(&self.name);
+        // Held from before the rename to the fsync after it.
+        let held;
+        let dir: &Dir = if parent.is_empty() {
+            &store.root
+        } else {
+            match store.root.create_dirs(parent) {
+                Ok(d) => {
+                    held = d;
+                    &held
+                }
+                Err(Refused::NotFound) => {
+                    let why = format!("a directory on the way to `{}` was removed meanwhile", self.name);
+                    return Err(self.abandon(why));
+                }
+                Err(Refused::Io(e)) => return Err(self.abandon(format!("cannot open its directory `{parent}`: {e}"))),
+                Err(r) => return Err(self.abandon(r.for_peer(&self.name))),
             }
-        })?;
-        File::open(&real_parent)?.sync_all()?;
+        };
+        if let Err(e) = store.partial_dir.rename(&self.part_name, dir, leaf, !self.overwrite) {
+            let why = if e.kind() == io::ErrorKind::AlreadyExists {
+                format!("`{}` appeared meanwhile; send \"overwrite\": true to replace it", self.name)
+            } else {
+                e.to_string()
+            };
+            return Err(self.abandon(why));
+        }
+        // Stored: from here on, failures are warnings.
+        if let Err(e) = dir.sync() {
+            warn!("files: stored {}, but the fsync of its directory failed: {e}", self.name);
+        }
         let rename = t.elapsed();
-        let _ = fs::remove_file(&self.meta_path);
-        self.store.remember_md5(&self.name, &self.file, md5);
+        if let Err(e) = store.partial_dir.unlink(&self.meta_name) {
+            warn!("files: stored {}, but cannot remove its partial metadata: {e}", self.name);
+        }
+        store.remember_md5(&self.name, &self.file, md5);
         Ok(Committed { fsync, rename })
+    }
+
+    /// A commit failed before the rename: remove the partial file.
+    fn abandon(&self, why: String) -> NotStored {
+        NotStored { why, kept: self.remove_partial().err() }
     }
 }
 
@@ -150,51 +207,6 @@ fn start_writeback(file: &File, from: u64, len: u64) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &File, _from: u64, _len: u64) {}
 
-/// `rename`, refusing to replace an existing `to` when `no_replace`: with
-/// `RENAME_NOREPLACE` on Linux, by [`rename_if_absent`] elsewhere and on
-/// filesystems without it.
-fn rename(from: &Path, to: &Path, no_replace: bool) -> io::Result<()> {
-    if !no_replace {
-        return fs::rename(from, to);
-    }
-    #[cfg(target_os = "linux")]
-    match rename_noreplace(from, to) {
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {}
-        done => return done,
-    }
-    rename_if_absent(from, to)
-}
-
-/// `renameat2(RENAME_NOREPLACE)`: atomic; `EEXIST` (`AlreadyExists`) if `to`
-/// exists; `EINVAL` or `ENOSYS` where the filesystem or kernel lacks it.
-#[cfg(target_os = "linux")]
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    use std::ffi::CString;
-    use std::os::unix::ffi::OsStrExt;
-    let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
-    let (f, t) = (c(from)?, c(to)?);
-    // SAFETY: both paths are NUL-terminated and outlive the call.
-    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, f.as_ptr(), libc::AT_FDCWD, t.as_ptr(), libc::RENAME_NOREPLACE) };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
-}
-
-/// Check, then rename: `AlreadyExists` if `to` exists. Not atomic: a file
-/// created at `to` between the check and the rename is replaced, so two
-/// processes committing the same name at once can both pass the check, and
-/// the later rename wins. Within one server this cannot happen (one upload
-/// per name at a time, on one loop); it takes a second process writing
-/// into the same root.
-fn rename_if_absent(from: &Path, to: &Path) -> io::Result<()> {
-    if to.symlink_metadata().is_ok() {
-        return Err(io::ErrorKind::AlreadyExists.into());
-    }
-    fs::rename(from, to)
-}
-
 /// Appends up to `want` bytes of `file` from `pos` to `out` (one bounded
 /// read, repeated only if the kernel returns less), returning how many were
 /// appended: fewer than `want` only at end of file.
@@ -215,31 +227,4 @@ pub fn read_chunk_at(file: &File, pos: u64, want: usize, out: &mut Vec<u8>) -> i
     };
     out.truncate(start + filled);
     r
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `rename` with `no_replace` (renameat2 on Linux) and the fallback used
-    /// elsewhere agree: a free name is taken, a taken one is refused.
-    #[test]
-    fn no_replace_rename_and_its_fallback_refuse_a_taken_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = |name: &str| dir.path().join(name);
-        for (i, rename) in [|f: &Path, t: &Path| rename(f, t, true), rename_if_absent].into_iter().enumerate() {
-            let (from, to) = (path(&format!("part{i}")), path(&format!("final{i}")));
-            fs::write(&from, "new").unwrap();
-            fs::write(&to, "old").unwrap();
-            assert_eq!(rename(&from, &to).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
-            assert_eq!(
-                (fs::read_to_string(&from).unwrap(), fs::read_to_string(&to).unwrap()),
-                ("new".into(), "old".into())
-            );
-            fs::remove_file(&to).unwrap();
-            rename(&from, &to).unwrap();
-            assert!(!from.exists());
-            assert_eq!(fs::read_to_string(&to).unwrap(), "new");
-        }
-    }
 }
