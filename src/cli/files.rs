@@ -25,6 +25,7 @@ use serde_json::Value;
 use wireloop::services::files::client::{md5_of, Client};
 use wireloop::services::files::{self, FilesConfig};
 
+use super::token::{self, ClientToken};
 use super::{parse_addr, shown, values};
 
 /// The files service's default address.
@@ -52,19 +53,30 @@ pub struct FilesServeArgs {
     /// Files: the window the minimum upload rate is averaged over.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = values::positive_whole_secs)]
     pub files_rate_window: Duration,
+    /// Files: token every request must carry (at least 16 bytes). Required
+    /// for a non-loopback --files address.
+    #[arg(long, value_name = "TOKEN", conflicts_with = "files_token_file")]
+    pub files_token: Option<String>,
+    /// Files: read the token from a file (first line).
+    #[arg(long, value_name = "PATH")]
+    pub files_token_file: Option<PathBuf>,
 }
 
 impl FilesServeArgs {
-    /// The service settings these flags describe.
-    pub fn config(&self) -> FilesConfig {
-        FilesConfig {
+    /// The service settings these flags describe, refusing a non-loopback
+    /// address without a token.
+    pub fn config(&self) -> Result<FilesConfig, String> {
+        let token =
+            token::server_secret("files", self.files, self.files_token.as_deref(), self.files_token_file.as_ref())?;
+        Ok(FilesConfig {
             root: self.files_root.clone(),
             max_size: self.files_max_size,
             partial_max_age: self.files_partial_max_age,
             min_rate: self.files_min_rate,
             rate_window: self.files_rate_window,
+            token,
             ..FilesConfig::default()
-        }
+        })
     }
 }
 
@@ -79,6 +91,8 @@ pub struct PutArgs {
     /// Replace the file if the server already has one of that name.
     #[arg(long)]
     overwrite: bool,
+    #[command(flatten)]
+    auth: ClientToken,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +103,8 @@ pub struct GetArgs {
     /// Where to write it (default: the name's last component, here); `-` is stdout.
     #[arg(short, long, value_name = "PATH")]
     output: Option<PathBuf>,
+    #[command(flatten)]
+    auth: ClientToken,
 }
 
 #[derive(Debug, Args)]
@@ -96,6 +112,8 @@ pub struct LsArgs {
     /// `[ADDR] [PREFIX]`: the address (default 127.0.0.1:8086) and a name prefix such as `dir/`.
     #[arg(value_name = "[ADDR] [PREFIX]", num_args = 0..=2)]
     words: Vec<String>,
+    #[command(flatten)]
+    auth: ClientToken,
 }
 
 /// Splits `[ADDR] REST…`: the first word is the address when there are
@@ -109,8 +127,9 @@ fn split_addr(words: &[String], rest: usize) -> Result<(SocketAddr, Vec<String>)
     }
 }
 
-fn connect(addr: SocketAddr) -> Result<Client, String> {
-    Client::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))
+fn connect(addr: SocketAddr, auth: &ClientToken) -> Result<Client, String> {
+    let client = Client::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    Ok(client.with_token(auth.token.clone()))
 }
 
 /// A byte progress bar on stderr, hidden when stderr is not a terminal.
@@ -140,7 +159,7 @@ pub fn run_put(args: PutArgs) -> Result<ExitCode, String> {
     let pb = bar(size, "hashing");
     let md5 = md5_of(open()?, |n| pb.set_position(n)).map_err(|e| format!("reading {}: {e}", path.display()))?;
     pb.finish_and_clear();
-    let mut client = connect(addr)?;
+    let mut client = connect(addr, &args.auth)?;
     // Resume when the server holds an interrupted upload of this very file.
     let mut offset = 0;
     if let Ok(st) = client.stat(&name) {
@@ -166,7 +185,7 @@ pub fn run_put(args: PutArgs) -> Result<ExitCode, String> {
 pub fn run_get(args: GetArgs) -> Result<ExitCode, String> {
     let (addr, rest) = split_addr(&args.words, 1)?;
     let name = rest[0].clone();
-    let mut client = connect(addr)?;
+    let mut client = connect(addr, &args.auth)?;
     let to_stdout = args.output.as_deref() == Some(Path::new("-"));
     if to_stdout {
         let pb = bar(0, "receiving");
@@ -229,7 +248,7 @@ pub fn run_ls(args: LsArgs) -> Result<ExitCode, String> {
         _ => split_addr(&args.words, 1)?,
     };
     let prefix = rest.first().cloned().unwrap_or_default();
-    let mut client = connect(addr)?;
+    let mut client = connect(addr, &args.auth)?;
     let mut out = io::stdout().lock();
     let mut written = Ok(());
     client
@@ -272,7 +291,7 @@ mod tests {
 
     #[test]
     fn the_flag_defaults_are_the_services_defaults() {
-        let (cli, lib) = (Flags::parse_from(["x"]).files.config(), super::FilesConfig::default());
+        let (cli, lib) = (Flags::parse_from(["x"]).files.config().unwrap(), super::FilesConfig::default());
         assert_eq!(cli.rate_window, super::files::DEFAULT_RATE_WINDOW);
         assert_eq!(cli.partial_max_age, lib.partial_max_age);
         assert_eq!(cli.min_rate, lib.min_rate);

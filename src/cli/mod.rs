@@ -10,6 +10,7 @@ mod limits;
 mod send;
 mod serve;
 mod time;
+mod token;
 mod values;
 
 use std::io::{self, BufRead, IsTerminal, Write};

@@ -47,6 +47,7 @@ where
     }
 }
 
+pub mod auth;
 pub mod echo;
 pub mod exec;
 pub mod files;

@@ -91,6 +91,7 @@ pub struct FileInfo {
 #[derive(Debug)]
 pub struct Client {
     stream: TcpStream,
+    token: Option<String>,
 }
 
 impl Client {
@@ -98,12 +99,25 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> io::Result<Client> {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
-        Ok(Client { stream })
+        Ok(Client { stream, token: None })
+    }
+
+    /// Sends `token` in every request (for a server started with a token).
+    pub fn with_token(mut self, token: Option<String>) -> Client {
+        self.token = token;
+        self
     }
 
     /// Sends one request header.
     pub fn send_header(&mut self, header: &Value) -> io::Result<()> {
-        let json = serde_json::to_vec(header)?;
+        let json = match (&self.token, header) {
+            (Some(t), Value::Object(m)) => {
+                let mut m = m.clone();
+                m.insert("token".into(), Value::String(t.clone()));
+                serde_json::to_vec(&m)?
+            }
+            _ => serde_json::to_vec(header)?,
+        };
         let len = i32::try_from(json.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
         // Prefix and header in one write (with TCP_NODELAY, two writes could be two segments).
         let mut msg = Vec::with_capacity(4 + json.len());

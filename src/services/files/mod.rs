@@ -73,6 +73,7 @@ use self::proto::{announced_body, Reply, Request};
 use self::rate::MinRate;
 use self::storage::page::PAGE_MAX;
 use self::storage::{clean_name, hex, read_chunk_at, PartialInfo, Store, Upload, UploadSpec, CHUNK};
+use super::auth::{Guard, Secret};
 use super::Refusing;
 use crate::codec::frame::ByteOrder;
 use crate::codec::header::{HeaderDecoder, Item, DEFAULT_MAX_HEADER};
@@ -101,6 +102,8 @@ pub struct FilesConfig {
     pub min_rate: u64,
     /// How long `min_rate` is averaged over.
     pub rate_window: Duration,
+    /// When set, every request must carry this token (see [`crate::services::auth`]).
+    pub token: Option<Secret>,
 }
 
 impl Default for FilesConfig {
@@ -112,6 +115,7 @@ impl Default for FilesConfig {
             max_header: DEFAULT_MAX_HEADER,
             min_rate: DEFAULT_MIN_RATE,
             rate_window: DEFAULT_RATE_WINDOW,
+            token: None,
         }
     }
 }
@@ -124,9 +128,17 @@ pub fn service(cfg: &FilesConfig) -> io::Result<Refusing<impl FnMut(PeerAddr) ->
     let store = Rc::new(Store::open(&cfg.root, cfg.max_size, cfg.partial_max_age)?);
     info!("files: storing under {}", store.root().display());
     let (max_header, rate) = (cfg.max_header, MinRate::new(cfg.min_rate, cfg.rate_window));
+    let guard = cfg.token.clone().map(|t| Rc::new(Guard::new("files", t)));
     let mut busy = Vec::new();
     Reply::error("too many connections, try again later").encode(&mut busy);
-    Ok(Refusing::new(move |peer| Files::with_rate(Rc::clone(&store), max_header, peer, rate.clone()), busy))
+    Ok(Refusing::new(
+        move |peer| {
+            let mut f = Files::with_rate(Rc::clone(&store), max_header, peer, rate.clone());
+            f.guard = guard.clone();
+            f
+        },
+        busy,
+    ))
 }
 
 /// An upload being received (or verified).
@@ -222,6 +234,10 @@ pub struct Files {
     rate: MinRate,
     /// The loop is shutting down: finish the request in flight, take no other.
     stopping: bool,
+    /// The service's token check, if it has a token.
+    guard: Option<Rc<Guard>>,
+    /// Wrong tokens on this connection so far.
+    tries: u32,
 }
 
 impl Files {
@@ -243,6 +259,8 @@ impl Files {
             buf: Vec::new(),
             rate,
             stopping: false,
+            guard: None,
+            tries: 0,
         }
     }
 
@@ -341,6 +359,15 @@ impl Files {
 
     fn serve_header<S: 'static>(&mut self, map: Map<String, Value>, cx: &mut Context<'_, S>) -> Flow {
         let body = announced_body(&map);
+        if let Some(guard) = &self.guard {
+            let given = map.get("token").and_then(Value::as_str);
+            let ip = self.peer.tcp().map(|a| a.ip());
+            let verdict = guard.check(ip, given, &mut self.tries, std::time::Instant::now());
+            if let Some(why) = verdict.error() {
+                // A refused upload's body is never read: the connection closes.
+                return if verdict.closes() { self.fail(why, cx) } else { self.refuse(why, body, cx) };
+            }
+        }
         let req = match proto::parse(&map) {
             Ok(r) => r,
             Err(e) => return self.refuse(e, body, cx),
