@@ -49,6 +49,13 @@ pub struct Config {
     /// Connections at once; more are closed at once, after whatever the
     /// listener's service sends them (`Service::refuse`; by default nothing).
     pub max_connections: usize,
+    /// Descriptors accepted connections may hold between them, each counted
+    /// as its service declares (`Service::descriptors`: the socket plus the
+    /// files or pipes a request opens). A connection that would take the
+    /// sum past this is refused like one over `max_connections`, so a
+    /// request never meets EMFILE halfway. `wireloop serve` sets it to the
+    /// open-file limit less a reserve; the default is unlimited.
+    pub max_descriptors: usize,
     /// How long an outbound connect may take before it fails with
     /// `TimedOut`.
     pub connect_timeout: Duration,
@@ -78,6 +85,7 @@ impl Default for Config {
             send_timeout: Duration::from_secs(60),
             max_output: 64 * 1024 * 1024,
             max_connections: 10_000,
+            max_descriptors: usize::MAX,
             connect_timeout: Duration::from_secs(10),
             nodelay: true,
             reuse_port: false,

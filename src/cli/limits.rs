@@ -66,6 +66,7 @@ impl LimitArgs {
             low_water: self.low_water,
             max_output: self.max_output,
             max_connections,
+            max_descriptors: fit,
             message_timeout: self.message_timeout,
             idle_timeout: self.idle_timeout,
             send_timeout: self.send_timeout,

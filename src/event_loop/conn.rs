@@ -90,6 +90,8 @@ pub(crate) struct Conn<S> {
     pub(crate) handler: Option<Box<dyn Handler<S>>>,
     pub(crate) inbuf: InBuf,
     pub(crate) out: OutBuf,
+    /// Descriptors counted for it against `Config::max_descriptors`.
+    pub(crate) fds: usize,
     state: ConnState,
     interest: Interest,
     write_side: WriteSide,
@@ -146,6 +148,7 @@ impl<S> Conn<S> {
             handler: Some(handler),
             inbuf: InBuf::default(),
             out: OutBuf::default(),
+            fds: 1,
             state: ConnState::Open,
             interest: Interest::READABLE,
             write_side: WriteSide::Open,

@@ -279,6 +279,13 @@ pub trait Service<S = ()> {
     fn refuse(&mut self, peer: &PeerAddr, reply: &mut Vec<u8>) {
         let _ = (peer, reply);
     }
+
+    /// The most descriptors one connection of this service holds at once,
+    /// its socket included (a file being sent, a child's pipes), counted
+    /// against `Config::max_descriptors`. The default is 1: the socket.
+    fn descriptors(&self) -> usize {
+        1
+    }
 }
 
 impl<S, F, H> Service<S> for F

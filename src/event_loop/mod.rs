@@ -415,7 +415,7 @@ impl<S: 'static> Loop<S> {
     pub(crate) fn accept(&mut self, lid: SourceId) -> bool {
         let (retry, max, nodelay) = (self.cfg.accept_retry, self.cfg.max_connections, self.cfg.nodelay);
         for _ in 0..self.cfg.batch_budget {
-            let conns = self.conns;
+            let (conns, fds_held, max_fds) = (self.conns, self.fds_held, self.cfg.max_descriptors);
             let Some(Source::Listener(l)) = self.get_mut(lid) else { return false };
             if l.paused {
                 return false;
@@ -439,7 +439,8 @@ impl<S: 'static> Loop<S> {
                     continue;
                 }
             };
-            if conns >= max {
+            let fds = l.service.descriptors();
+            if conns >= max || fds_held.saturating_add(fds) > max_fds {
                 // The service says what a refused peer gets (by default
                 // nothing): the loop writes no protocol bytes of its own.
                 let mut reply = Vec::new();
@@ -449,7 +450,7 @@ impl<S: 'static> Loop<S> {
                     let _ = stream.write(&reply);
                 }
                 self.stats.refused += 1;
-                debug!("listener {lid}: refused {peer}: {conns} connections open");
+                debug!("listener {lid}: refused {peer}: {conns} connections open, holding {fds_held} descriptors");
                 continue;
             }
             let handler = l.service.accept(peer.clone());
@@ -458,6 +459,7 @@ impl<S: 'static> Loop<S> {
             }
             let id = self.reserve();
             let mut conn = Conn::new(id, stream, peer, handler, self.now);
+            conn.fds = fds;
             if let Err(e) = conn.register(&self.registry) {
                 warn!("registering a connection from {} failed: {e}", conn.peer);
                 continue;
@@ -465,6 +467,7 @@ impl<S: 'static> Loop<S> {
             trace!("listener {lid}: accepted conn {id} from {}", conn.peer);
             self.insert(id, Source::Conn(conn));
             self.conns += 1;
+            self.fds_held += fds;
             self.stats.accepted += 1;
             self.open(id);
             // Write what `on_open` produced and arm the idle deadline.
@@ -510,6 +513,7 @@ impl<S: 'static> Loop<S> {
             Source::Conn(mut c) => {
                 c.deregister(&self.registry);
                 self.conns -= 1;
+                self.fds_held -= c.fds;
                 self.stats.closed += 1;
                 if self.timers.len() > 1024 + 4 * self.sources.len() {
                     self.compact_timers();

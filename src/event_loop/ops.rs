@@ -116,6 +116,8 @@ pub struct Loop<S = ()> {
     pub(crate) stats: Stats,
     pub(crate) children: Children,
     pub(crate) conns: usize,
+    /// Descriptors the open connections are counted for (`Conn::fds`).
+    pub(crate) fds_held: usize,
     /// The local address of every UDP socket on the loop: a datagram from
     /// one of them is a reply of ours, never answered (see `udp.rs`).
     pub(crate) udp_local: Vec<SocketAddr>,
@@ -147,6 +149,7 @@ impl<S: 'static> Loop<S> {
             stats: Stats::default(),
             children: Children::default(),
             conns: 0,
+            fds_held: 0,
             udp_local: Vec::new(),
             now: Instant::now(),
             handle,
@@ -322,6 +325,7 @@ impl<S: 'static> Loop<S> {
         };
         let mut conn = Conn::new(id, stream, peer, handler, self.now).connecting(deadline);
         self.conns += 1;
+        self.fds_held += conn.fds;
         match error {
             None => {
                 if let Err(e) = conn.register(&self.registry) {

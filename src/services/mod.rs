@@ -24,12 +24,20 @@ pub const BUSY_LINE: &[u8] = b"error: too many connections, try again later\n";
 pub struct Refusing<F> {
     make: F,
     busy: Vec<u8>,
+    fds: usize,
 }
 
 impl<F> Refusing<F> {
     /// Makes handlers with `make`; refused peers get `busy`.
     pub fn new(make: F, busy: impl Into<Vec<u8>>) -> Self {
-        Refusing { make, busy: busy.into() }
+        Refusing { make, busy: busy.into(), fds: 1 }
+    }
+
+    /// Declares that one connection holds at most `fds` descriptors, its
+    /// socket included (see `Service::descriptors`).
+    pub fn holding(mut self, fds: usize) -> Self {
+        self.fds = fds.max(1);
+        self
     }
 }
 
@@ -44,6 +52,10 @@ where
 
     fn refuse(&mut self, _peer: &PeerAddr, reply: &mut Vec<u8>) {
         reply.extend_from_slice(&self.busy);
+    }
+
+    fn descriptors(&self) -> usize {
+        self.fds
     }
 }
 

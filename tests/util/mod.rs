@@ -38,8 +38,26 @@ impl Server {
     /// for the fault suite's figures).
     pub fn start_args(args: &[String], expect: usize) -> Server {
         let bin = std::env::var("WIRELOOP_BIN").unwrap_or_else(|_| BIN.to_string());
-        let mut child = Command::new(bin)
-            .args(args)
+        let mut cmd = Command::new(bin);
+        cmd.args(args);
+        Server::start_cmd(cmd, expect)
+    }
+
+    /// Starts `wireloop serve --only <names>` as [`Server::start`] does, with
+    /// its open-file limit (soft and hard) set to `nofile` by `prlimit`.
+    pub fn start_limited(names: &[&str], extra: &[&str], nofile: u32) -> Server {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}")).arg(BIN).args(["serve", "--only", &names.join(",")]);
+        for n in names {
+            cmd.args([format!("--{n}"), "127.0.0.1:0".into()]);
+        }
+        cmd.args(extra);
+        Server::start_cmd(cmd, names.len())
+    }
+
+    /// Starts `cmd` (a `wireloop serve`), expecting `expect` listening lines.
+    pub fn start_cmd(mut cmd: Command, expect: usize) -> Server {
+        let mut child = cmd
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -80,6 +80,11 @@ use crate::codec::header::{HeaderDecoder, Item, DEFAULT_MAX_HEADER};
 use crate::deadline::Activity;
 use crate::{Context, Flow, Handler, Input, PeerAddr};
 
+/// The most descriptors a connection holds at once: its socket, the file
+/// it reads or writes, and two directories while a commit renames
+/// between them (a listing holds two as well).
+pub const DESCRIPTORS: usize = 4;
+
 /// Default slowest accepted upload body, bytes per second ([`FilesConfig::min_rate`]).
 pub const DEFAULT_MIN_RATE: u64 = 500;
 /// Default window the minimum rate is averaged over ([`FilesConfig::rate_window`]).
@@ -138,7 +143,8 @@ pub fn service(cfg: &FilesConfig) -> io::Result<Refusing<impl FnMut(PeerAddr) ->
             f
         },
         busy,
-    ))
+    )
+    .holding(DESCRIPTORS))
 }
 
 /// An upload being received (or verified).
