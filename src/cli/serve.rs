@@ -137,7 +137,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     for w in 0..workers {
         let (tx, rx) = mpsc::channel();
         let (args, stopper2, known) = (args.clone(), stopper.clone(), resolved.clone());
-        let cfg = Config { reuse_port: workers > 1, ..cfg.clone() };
+        // A subreaper: commands' descendants that leave their process group
+        // are reparented here, so the exec service can kill and reap them.
+        let cfg = Config { reuse_port: workers > 1, subreaper: true, ..cfg.clone() };
         let join = std::thread::Builder::new()
             .name(format!("loop-{w}"))
             .spawn(move || worker(w, &args, cfg, grace, &known, &tx, &stopper2))
