@@ -1,5 +1,5 @@
-//! Faults around `exec`'s processes: commands whose descendants leave the
-//! process group (`setsid`) or outlive the command.
+//! Faults around `exec`'s processes and the server's signals: commands whose
+//! descendants leave the process group (`setsid`), and SIGHUP.
 //!
 //! Every command sleeps with a marker argument unique to this test process
 //! (`97.3N<pid>`), so the test finds exactly its own processes in /proc and
@@ -232,4 +232,25 @@ fn a_daemon_that_detaches_completely_runs_on_and_is_reaped_when_it_exits() {
     assert_eq!(ppid, srv.pid(), "not reparented to the server (subreaper)");
     drop(m); // kills it
     assert!(wait_until(Duration::from_secs(2), || zombies_of(srv.pid()) == 0), "{} zombies", zombies_of(srv.pid()));
+}
+
+#[test]
+fn sighup_stops_gracefully_like_sigterm() {
+    let mut srv = Server::start(&["exec"], &["--grace", "2"]);
+    let m = Marker::new(8);
+    // One command finishes within the grace period, one would outlive it.
+    let mut quick = connect(srv.addr("exec"));
+    request(&mut quick, json!({"cmd": "sleep 0.5; echo finished"}));
+    let mut slow = connect(srv.addr("exec"));
+    request(&mut slow, json!({"cmd": format!("sleep {0} & sleep {0}", m.0)}));
+    assert!(wait_until(Duration::from_secs(5), || m.alive() == 2), "the command did not start");
+    let t = Instant::now();
+    srv.signal("HUP");
+    let (last, stdout) = final_message(&mut quick, Duration::from_secs(3));
+    assert_eq!(stdout, b"finished\n", "the running command was not let finish");
+    assert_eq!(last.expect("no exit message")["code"], 0);
+    let status = srv.wait_exit(Duration::from_secs(5)).expect("server did not exit");
+    eprintln!("SIGHUP: server exited ({status}) after {:?}", t.elapsed());
+    assert_eq!(status.code(), Some(0), "not the graceful exit: {status}");
+    assert!(wait_until(Duration::from_secs(2), || m.alive() == 0), "{} sleep left alive", m.alive());
 }

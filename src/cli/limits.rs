@@ -37,7 +37,7 @@ pub struct LimitArgs {
     /// Close a connection whose replies make no progress for this many seconds.
     #[arg(long, value_name = "SECS", default_value_t = 60.0)]
     send_timeout: f64,
-    /// On SIGINT/SIGTERM, seconds allowed for in-flight requests to finish.
+    /// On SIGINT/SIGTERM/SIGHUP, seconds allowed for in-flight requests to finish.
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     grace: f64,
 }
