@@ -3,10 +3,11 @@
 //!
 //! * `exec`, 1 connection: N sequential `true` commands;
 //! * `exec`, 8 connections: N/8 each, from 8 client threads at once;
+//! * `exec`, 1 connection, on a loop with `Config::subreaper` (as `serve`);
 //! * blocking `Command::new("/bin/sh").args(["-c", "true"]).status()` N
 //!   times in one thread — the same shell, the same command.
 //!
-//! Each round runs all three in rotating order; the table is the median.
+//! Each round runs all four in rotating order; the table is the median.
 //!
 //! ```text
 //! cargo bench --bench exec                 # 5 rounds x 1,000 commands
@@ -27,10 +28,10 @@ use wireloop::{Config, EventLoop};
 mod common;
 use common::median;
 
-fn start() -> SocketAddr {
+fn start(subreaper: bool) -> SocketAddr {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
-        let mut lp = EventLoop::new(Config::default()).unwrap();
+        let mut lp = EventLoop::new(Config { subreaper, ..Config::default() }).unwrap();
         let b = lp.listen("127.0.0.1:0".parse().unwrap(), ExecService::new(ExecConfig::default())).unwrap();
         tx.send(b.addr).unwrap();
         lp.run(Duration::from_secs(1)).unwrap();
@@ -89,6 +90,14 @@ fn exec_8(addr: SocketAddr, n: usize) -> Duration {
     t.elapsed()
 }
 
+/// One connection to the loop run as `wireloop serve` runs it: a child
+/// subreaper, which also sweeps `/proc` for orphans (at most once a second
+/// when commands keep exiting).
+fn exec_1_subreaper(_addr: SocketAddr, n: usize) -> Duration {
+    static ADDR: std::sync::OnceLock<SocketAddr> = std::sync::OnceLock::new();
+    exec_1(*ADDR.get_or_init(|| start(true)), n)
+}
+
 fn blocking(_addr: SocketAddr, n: usize) -> Duration {
     let t = Instant::now();
     for _ in 0..n {
@@ -101,12 +110,13 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let rounds: usize = args.first().and_then(|s| s.parse().ok()).unwrap_or(5);
     let n: usize = args.get(1).and_then(|s| s.parse().ok()).unwrap_or(1000);
-    let addr = start();
+    let addr = start(false);
     type Run = fn(SocketAddr, usize) -> Duration;
-    let runs: [(&str, Run); 3] = [
+    let runs: [(&str, Run); 4] = [
         ("blocking std::process::Command loop, 1 thread", blocking),
         ("exec service, 1 connection", exec_1),
         ("exec service, 8 connections", exec_8),
+        ("exec service, 1 connection, `Config::subreaper` (as `serve`)", exec_1_subreaper),
     ];
     let mut rates = vec![Vec::new(); runs.len()];
     for round in 0..rounds {

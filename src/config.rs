@@ -64,6 +64,26 @@ pub struct Config {
     pub nodelay: bool,
     /// Bind with `SO_REUSEPORT`, so several loops can share an address.
     pub reuse_port: bool,
+    /// After a child process ([`crate::Context::spawn`]) exits, how long the
+    /// loop still reads output that its descendants write to its pipes.
+    /// Then what is left of its process group is killed, the pipes are
+    /// closed and `on_child_exit` is called: a descendant that keeps the
+    /// pipes open cannot keep the request from ending.
+    pub child_drain: Duration,
+    /// Make this process a child subreaper (`PR_SET_CHILD_SUBREAPER`,
+    /// Linux only; ignored with a warning elsewhere), so that descendants of
+    /// its children that leave their process group (`setsid`) are
+    /// reparented to it rather than to init, and the loop can kill those
+    /// still holding a finished child's output, and reap them. The setting
+    /// is process-wide and stays on: every orphaned descendant of *any*
+    /// child of the program is reparented to it, and the loop reaps every
+    /// child that exits, that no loop started and that is not in the
+    /// program's own process group. A child the program starts itself
+    /// stays in that group unless it is given one of its own
+    /// (`CommandExt::process_group`): such a child's exit status would be
+    /// taken, so a program that starts those should leave this off.
+    /// `wireloop serve` turns it on.
+    pub subreaper: bool,
 }
 
 impl Default for Config {
@@ -89,6 +109,8 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             nodelay: true,
             reuse_port: false,
+            child_drain: Duration::from_millis(500),
+            subreaper: false,
         }
     }
 }

@@ -41,7 +41,7 @@ pub struct LimitArgs {
     /// Close a connection whose replies make no progress for this many seconds (at most a year).
     #[arg(long, value_name = "SECS", default_value = "60", value_parser = values::secs)]
     send_timeout: Duration,
-    /// On SIGINT/SIGTERM, seconds allowed for in-flight requests to finish (at most a year).
+    /// On SIGINT/SIGTERM/SIGHUP, seconds allowed for in-flight requests to finish (at most a year).
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = values::secs)]
     grace: Duration,
 }

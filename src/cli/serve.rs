@@ -1,6 +1,9 @@
 //! `wireloop serve`: wires every service into one event loop, prints one
 //! `listening <name> <tcp|udp> <ip:port>` line per socket, and stops
-//! gracefully on SIGINT or SIGTERM (a second signal exits at once).
+//! gracefully on SIGINT, SIGTERM or SIGHUP (a second signal exits at once).
+//! SIGHUP is the graceful stop too: there is no configuration file to
+//! re-read and no log file to reopen (logs go to stderr), and dying at once
+//! would orphan running commands.
 //!
 //! With `--workers N` it runs N independent loops on N threads; each binds
 //! the stateless services' addresses itself with `SO_REUSEPORT` and the
@@ -28,7 +31,10 @@ const SERVICES: &[&str] =
 
 #[derive(Debug, Args)]
 #[command(after_help = "Each service has a flag `--<name> ADDR`; `--only` picks which run.\n\
-    Example: wireloop serve --only echo --echo 127.0.0.1:9000")]
+    Example: wireloop serve --only echo --echo 127.0.0.1:9000\n\n\
+    Signals: SIGINT, SIGTERM and SIGHUP stop gracefully (no new connections; requests in\n\
+    flight get --grace seconds, then running commands are killed); exit status 0.\n\
+    A second signal exits at once (status 1).")]
 pub struct ServeArgs {
     /// TCP uppercase echo: every byte answered at once with its uppercase form.
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080", value_parser = parse_addr)]
@@ -147,7 +153,9 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     for w in 0..workers {
         let (tx, rx) = mpsc::channel();
         let (args, stopper2, known) = (args.clone(), stopper.clone(), resolved.clone());
-        let cfg = Config { reuse_port: workers > 1, ..cfg.clone() };
+        // A subreaper: commands' descendants that leave their process group
+        // are reparented here, so the exec service can kill and reap them.
+        let cfg = Config { reuse_port: workers > 1, subreaper: true, ..cfg.clone() };
         let join = std::thread::Builder::new()
             .name(format!("loop-{w}"))
             .spawn(move || worker(w, &args, cfg, grace, &known, &tx, &stopper2))
@@ -254,11 +262,11 @@ impl Stopper {
     }
 }
 
-/// First SIGINT/SIGTERM: graceful stop. Second: exit at once.
+/// First SIGINT/SIGTERM/SIGHUP: graceful stop. Second: exit at once.
 fn watch_signals(stopper: Stopper) -> Result<(), String> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).map_err(|e| format!("cannot watch signals: {e}"))?;
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])
+        .map_err(|e| format!("cannot watch signals: {e}"))?;
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
@@ -266,7 +274,13 @@ fn watch_signals(stopper: Stopper) -> Result<(), String> {
             for sig in signals.forever() {
                 seen += 1;
                 if seen == 1 {
-                    info!("signal {sig}: stopping (send again to exit at once)");
+                    if sig == SIGHUP {
+                        // Nothing to reload or reopen: the operator's HUP
+                        // (or a closed terminal) gets the graceful stop.
+                        info!("signal {sig} (SIGHUP): no configuration to reload; stopping gracefully, as on SIGTERM (send again to exit at once)");
+                    } else {
+                        info!("signal {sig}: stopping (send again to exit at once)");
+                    }
                     stopper.stop_all();
                 } else {
                     eprintln!("wireloop: second signal, exiting now");

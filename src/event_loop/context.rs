@@ -118,8 +118,12 @@ impl<'a, S: 'static> Context<'a, S> {
     /// Starts a child process owned by this connection: stdin from
     /// `/dev/null`, stdout and stderr piped into the loop, in a process group
     /// of its own. Its output arrives in [`crate::Handler::on_child_output`]
-    /// and its end, after all output, in [`crate::Handler::on_child_exit`].
-    /// If the connection closes first, the child's process group is killed.
+    /// and its end, after all output, in [`crate::Handler::on_child_exit`]
+    /// (at most [`crate::Config::child_drain`] after it exits, when its
+    /// descendants keep the pipes open); then what is left of its process
+    /// group is killed. If the connection closes first, the group is killed
+    /// at once. Descendants that leave the group are killed too where the
+    /// loop is a subreaper ([`crate::Config::subreaper`]).
     pub fn spawn(&mut self, cmd: &mut Command) -> io::Result<ChildId> {
         let me = self.id;
         self.me().has_children = true;

@@ -219,8 +219,10 @@ pub trait Handler<S = ()> {
         Flow::Continue
     }
 
-    /// A child exited and both its pipes reached end of file: no more
-    /// output will come. The default does nothing.
+    /// A child exited and both its pipes reached end of file, or
+    /// [`crate::Config::child_drain`] passed since it exited while a
+    /// descendant still held them: no more output will come, and what was
+    /// left of its process group has been killed. The default does nothing.
     /// `input` holds unconsumed socket bytes (say, a pipelined next request).
     fn on_child_exit(
         &mut self,

@@ -225,6 +225,12 @@ impl<S: 'static> EventLoop<S> {
         let poll = Poll::new()?;
         let handle = Handle::new(Waker::new(poll.registry(), WAKER)?);
         let registry = poll.registry().try_clone()?;
+        if cfg.subreaper {
+            match crate::child::set_subreaper() {
+                Ok(()) => debug!("this process is a child subreaper"),
+                Err(e) => warn!("cannot become a child subreaper ({e}); escaped descendants of children go to init"),
+            }
+        }
         Ok(EventLoop {
             poll,
             events: Some(Events::with_capacity(1024)),
@@ -269,7 +275,7 @@ impl<S: 'static> EventLoop<S> {
             }
             if token == SIGCHLD {
                 self.core.children.drain_sigchld();
-                self.reap_children();
+                self.reap_children(true);
                 continue;
             }
             let mut ready = Readiness::of(ev);
@@ -291,9 +297,10 @@ impl<S: 'static> EventLoop<S> {
         }
         self.core.fire_timers();
         self.flush_dirty();
-        if !self.core.children.is_empty() && self.last_reap.elapsed() >= REAP_FALLBACK {
+        let drained = self.core.children.next_deadline().is_some_and(|at| at <= Instant::now());
+        if drained || (self.core.children.wants_polling() && self.last_reap.elapsed() >= REAP_FALLBACK) {
             // SIGCHLD can be missed (coalesced, or consumed elsewhere): poll too.
-            self.reap_children();
+            self.reap_children(false);
         }
         Ok(())
     }
@@ -302,12 +309,16 @@ impl<S: 'static> EventLoop<S> {
         if !self.core.pending.is_empty() || !self.core.dirty.is_empty() {
             return Some(Duration::ZERO);
         }
-        let timeout = if self.core.children.is_empty() {
+        let timeout = if !self.core.children.wants_polling() {
             timeout
         } else {
             Some(timeout.map_or(REAP_FALLBACK, |t| t.min(REAP_FALLBACK)))
         };
-        match self.core.timers.next_deadline() {
+        let next = match (self.core.timers.next_deadline(), self.core.children.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match next {
             None => timeout,
             Some(at) => {
                 // The clock now, not the last pass's: a timer set between
@@ -325,9 +336,9 @@ impl<S: 'static> EventLoop<S> {
         }
     }
 
-    fn reap_children(&mut self) {
+    fn reap_children(&mut self, sigchld: bool) {
         self.last_reap = Instant::now();
-        self.core.reap_children();
+        self.core.reap_children(sigchld);
         self.flush_dirty();
     }
 

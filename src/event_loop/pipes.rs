@@ -4,7 +4,8 @@
 //! invariants.
 
 use std::io::{self, Read};
-use std::process::{Command, ExitStatus};
+use std::process::Command;
+use std::time::Instant;
 
 use log::{trace, warn};
 use mio::Interest;
@@ -12,16 +13,17 @@ use mio::Interest;
 use super::dispatch::Call;
 use super::ops::{Loop, Source};
 use super::SIGCHLD;
-use crate::child::{self, ChildId, PipeSource};
+use crate::child::{self, ChildId, Ended, PipeSource};
 use crate::id::SourceId;
 
 impl<S: 'static> Loop<S> {
     /// Spawns a child owned by connection `owner` and registers its pipes.
     pub(crate) fn spawn_child(&mut self, owner: SourceId, cmd: &mut Command) -> io::Result<ChildId> {
-        let (id, child) = child::spawn(cmd)?;
+        // The handler first: a child that exits at once must not be missed.
         if let Err(e) = self.children.ensure_sigchld(&self.registry, SIGCHLD) {
             warn!("cannot watch SIGCHLD ({e}); children are polled every {:?}", super::REAP_FALLBACK);
         }
+        let (id, child) = child::spawn(cmd)?;
         for (stream, rx) in self.children.insert(id, child, owner) {
             let pid = self.reserve();
             let mut pipe = PipeSource { owner, child: id, stream, rx, paused: false };
@@ -49,8 +51,10 @@ impl<S: 'static> Loop<S> {
             if let Some(Source::Pipe(p)) = self.get_mut(pid) {
                 if p.paused {
                     p.paused = false;
+                    let child = p.child;
                     trace!("pipe {pid}: resumed");
                     self.pending.push_back(pid.token());
+                    self.children.set_paused(child, pid, false, self.now);
                 }
             }
         }
@@ -75,6 +79,7 @@ impl<S: 'static> Loop<S> {
                 // Backpressure: the child blocks on its own writes meanwhile.
                 trace!("pipe {pid}: paused, owner's output over the high-water mark");
                 p.paused = true;
+                self.children.set_paused(id, pid, true, self.now);
                 return false;
             }
             let n = match (&p.rx).read(scratch) {
@@ -88,8 +93,8 @@ impl<S: 'static> Loop<S> {
             };
             if n == 0 {
                 self.reclaim(pid);
-                if let Some((owner, id, status)) = self.children.pipe_closed(id, pid) {
-                    self.deliver_exit(owner, id, status);
+                if let Some(ended) = self.children.pipe_closed(id, pid) {
+                    self.finish_child(ended);
                 }
                 return false;
             }
@@ -102,15 +107,22 @@ impl<S: 'static> Loop<S> {
         }
     }
 
-    /// Reaps exited children and delivers the exits that are complete.
-    pub(crate) fn reap_children(&mut self) {
-        for (owner, id, status) in self.children.reap() {
-            self.deliver_exit(owner, id, status);
+    /// Observes exits and delivers those whose requests are over.
+    pub(crate) fn reap_children(&mut self, sigchld: bool) {
+        for ended in self.children.reap(Instant::now(), sigchld) {
+            self.finish_child(ended);
         }
     }
 
-    fn deliver_exit(&mut self, owner: SourceId, id: ChildId, status: ExitStatus) {
-        trace!("conn {owner}: child {} exited ({status})", id.0);
-        self.call_and_flush(owner, Call::ChildExit(id, status));
+    /// A child's request is over: close the pipes its escaped descendants
+    /// still held open, and tell the owner.
+    fn finish_child(&mut self, ended: Ended) {
+        for pipe in ended.pipes {
+            self.reclaim(pipe);
+        }
+        if let Some(owner) = ended.owner {
+            trace!("conn {owner}: child {} exited ({})", ended.id.0, ended.status);
+            self.call_and_flush(owner, Call::ChildExit(ended.id, ended.status));
+        }
     }
 }

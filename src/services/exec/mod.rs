@@ -6,7 +6,8 @@
 //!   ▲   bad request / busy / bad    │  │ timeout: SIGTERM to the group, then SIGKILL after a grace
 //!   │   token: error message, Idle  │  │ output over the cap: SIGKILL, truncated
 //!   └───────────────────────────────┘  ▼
-//!        child reaped and pipes at EOF: exit message (then the next pipelined request)
+//!        shell exited and pipes at EOF (or 500 ms after the exit): what is left of the
+//!        command is killed; exit message (then the next pipelined request)
 //! ```
 //!
 //! The tutorial's server blocks while its command runs, returns stdout *or*
