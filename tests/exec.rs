@@ -171,16 +171,16 @@ fn the_output_cap_truncates_and_kills() {
 
 #[test]
 fn tokens_and_malformed_requests_get_error_replies() {
-    let srv = server(&["--exec-token", "s3cret"]);
+    let srv = server(&["--exec-token", "s3cret-s3cret-s3cret"]);
     let addr = srv.addr("exec");
     let run = exec(addr, json!({"cmd": "echo no"}));
     assert_eq!(run.last["type"], "error");
     assert!(run.last["error"].as_str().unwrap().contains("bad token"));
     let run = exec(addr, json!({"cmd": "echo no", "token": "wrong"}));
     assert!(run.last["error"].as_str().unwrap().contains("bad token"));
-    let run = exec(addr, json!({"cmd": "echo yes", "token": "s3cret"}));
+    let run = exec(addr, json!({"cmd": "echo yes", "token": "s3cret-s3cret-s3cret"}));
     assert_eq!(run.stdout, b"yes\n");
-    let run = exec(addr, json!({"command": "ls", "token": "s3cret"}));
+    let run = exec(addr, json!({"command": "ls", "token": "s3cret-s3cret-s3cret"}));
     assert!(run.last["error"].as_str().unwrap().contains("missing \"cmd\""));
     // Broken framing: an error message, then the server closes.
     let mut s = connect(addr);

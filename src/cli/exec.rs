@@ -15,18 +15,21 @@ use clap::Args;
 use serde_json::{json, Map, Value};
 use wireloop::codec::frame::ByteOrder;
 use wireloop::codec::header::{encode_header, HeaderDecoder, Item, DEFAULT_MAX_HEADER};
+use wireloop::services::exec::spawn::{RunAs, DEFAULT_ENV_PASS};
 use wireloop::services::exec::ExecConfig;
 
-use super::{input_lines, parse_addr, values};
+use super::{input_lines, parse_addr, token, values};
 
 /// `serve` flags for the command runner. It is off unless `--exec` is given.
 #[derive(Debug, Args)]
 pub struct ExecServeArgs {
     /// Run the remote command runner on ADDR (off unless given). A
     /// non-loopback address requires --exec-token or --exec-token-file.
+    /// Commands get a minimal environment (PATH, HOME, LANG and what
+    /// --exec-env-pass/--exec-env add) and no descriptor but 0, 1 and 2.
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     pub exec: Option<SocketAddr>,
-    /// Token every exec request must carry.
+    /// Token every exec request must carry (at least 16 bytes).
     #[arg(long, value_name = "TOKEN", conflicts_with = "exec_token_file")]
     exec_token: Option<String>,
     /// Read the exec token from a file (first line).
@@ -44,12 +47,19 @@ pub struct ExecServeArgs {
     /// Commands running at once; more get a `busy` error.
     #[arg(long, value_name = "N", default_value_t = 16)]
     exec_max_concurrent: usize,
-    /// Start commands with an empty environment.
+    /// Pass no variable from the server's environment, not even PATH, HOME, LANG.
     #[arg(long)]
     exec_env_clear: bool,
+    /// Pass this variable from the server's environment too (repeatable).
+    #[arg(long, value_name = "NAME")]
+    exec_env_pass: Vec<String>,
     /// Set a variable for commands (repeatable).
     #[arg(long, value_name = "KEY=VAL", value_parser = parse_env)]
     exec_env: Vec<(String, String)>,
+    /// Run commands as this user (the server must run as root); without it a
+    /// server running as root warns that commands run as root.
+    #[arg(long, value_name = "USER")]
+    exec_user: Option<String>,
 }
 
 fn parse_env(s: &str) -> Result<(String, String), String> {
@@ -62,34 +72,36 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 impl ExecServeArgs {
     /// The service settings, refusing an unsafe binding.
     pub fn config(&self, addr: SocketAddr) -> Result<ExecConfig, String> {
-        let token = match (&self.exec_token, &self.exec_token_file) {
-            (Some(t), _) => Some(t.clone()),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-                let line = text.lines().next().unwrap_or("").trim().to_string();
-                if line.is_empty() {
-                    return Err(format!("{} holds no token", path.display()));
+        let token = token::server_secret("exec", addr, self.exec_token.as_deref(), self.exec_token_file.as_ref())?;
+        // SAFETY: geteuid cannot fail and touches no memory.
+        let root = unsafe { libc::geteuid() } == 0;
+        let run_as = match &self.exec_user {
+            Some(name) => {
+                let user = RunAs::lookup(name)?;
+                if !root && user.uid != unsafe { libc::geteuid() } {
+                    return Err(format!("--exec-user {name} needs the server to run as root"));
                 }
-                Some(line)
+                Some(user)
             }
-            (None, None) => None,
+            None => {
+                if root {
+                    log::warn!("exec: commands will run as root; use --exec-user USER to run them as someone else");
+                }
+                None
+            }
         };
-        if token.as_deref() == Some("") {
-            return Err("--exec-token must not be empty".into());
-        }
-        if !addr.ip().is_loopback() && token.is_none() {
-            return Err(format!(
-                "refusing to run exec on {addr}, which is not a loopback address, without --exec-token or --exec-token-file"
-            ));
-        }
+        let mut env_pass: Vec<String> =
+            if self.exec_env_clear { Vec::new() } else { DEFAULT_ENV_PASS.iter().map(|s| s.to_string()).collect() };
+        env_pass.extend(self.exec_env_pass.iter().cloned());
         Ok(ExecConfig {
             default_timeout: self.exec_timeout_ms,
             max_timeout: self.exec_max_timeout_ms,
             max_output: self.exec_max_output,
             max_concurrent: self.exec_max_concurrent,
             token,
-            env_clear: self.exec_env_clear,
+            env_pass,
             env: self.exec_env.clone(),
+            run_as,
             ..ExecConfig::default()
         })
     }

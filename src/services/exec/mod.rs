@@ -19,26 +19,36 @@
 //!
 //! Safety: every command has a timeout (capped by the server), an output
 //! cap, a concurrency limit shared by all connections, an optional token
-//! (compared in constant time), and dies with its connection. The client
+//! (`super::auth`: constant time, three tries per connection, growing
+//! penalties per source), a minimal environment and no inherited
+//! descriptors (`spawn.rs`), and dies with its connection. The client
 //! must keep its sending side open while a command runs: EOF cancels the
 //! command, because a half-close cannot be told from a disconnect.
 
 pub mod proto;
+pub mod spawn;
 
 use std::cell::Cell;
 use std::path::PathBuf;
-use std::process::{Command, ExitStatus};
+use std::process::ExitStatus;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, trace, warn};
+use log::{debug, info, trace};
 use serde_json::{Map, Value};
 
+use self::spawn::RunAs;
+use super::auth::{Guard, Secret};
 use crate::codec::frame::ByteOrder;
 use crate::codec::header::{HeaderDecoder, Item, DEFAULT_MAX_HEADER};
 use crate::{Activity, ChildId, ChildStream};
 use crate::{Context, Flow, Handler, Input};
 use proto::Outcome;
+
+/// The most descriptors a connection holds at once: its socket and a
+/// command's two output pipes, and while it starts, the command's `/dev/null`
+/// stdin and the spawn's error pipe.
+pub const DESCRIPTORS: usize = 5;
 
 /// Settings for the command runner.
 #[derive(Debug, Clone)]
@@ -52,11 +62,14 @@ pub struct ExecConfig {
     /// Commands running at once, across all connections.
     pub max_concurrent: usize,
     /// When set, every request must carry this token.
-    pub token: Option<String>,
-    /// Start commands with an empty environment.
-    pub env_clear: bool,
+    pub token: Option<Secret>,
+    /// Variables copied from the server's environment (the rest are not
+    /// passed); default [`spawn::DEFAULT_ENV_PASS`].
+    pub env_pass: Vec<String>,
     /// Variables to set for commands.
     pub env: Vec<(String, String)>,
+    /// Run commands as this user (the server must be root to switch).
+    pub run_as: Option<RunAs>,
     /// Time between SIGTERM and SIGKILL on timeout.
     pub kill_grace: Duration,
     /// The shell that runs `-c <cmd>`.
@@ -71,8 +84,9 @@ impl Default for ExecConfig {
             max_output: 64 * 1024 * 1024,
             max_concurrent: 16,
             token: None,
-            env_clear: false,
+            env_pass: spawn::DEFAULT_ENV_PASS.iter().map(|s| s.to_string()).collect(),
             env: Vec::new(),
+            run_as: None,
             kill_grace: Duration::from_secs(2),
             shell: PathBuf::from("/bin/sh"),
         }
@@ -85,12 +99,14 @@ impl Default for ExecConfig {
 pub struct ExecService {
     cfg: Rc<ExecConfig>,
     running: Rc<Cell<usize>>,
+    guard: Option<Rc<Guard>>,
 }
 
 impl ExecService {
     /// A service with these settings.
     pub fn new(cfg: ExecConfig) -> Self {
-        ExecService { cfg: Rc::new(cfg), running: Rc::default() }
+        let guard = cfg.token.clone().map(|t| Rc::new(Guard::new("exec", t)));
+        ExecService { cfg: Rc::new(cfg), running: Rc::default(), guard }
     }
 
     /// A handler for a new connection.
@@ -101,6 +117,8 @@ impl ExecService {
             decoder: HeaderDecoder::new(ByteOrder::Little, DEFAULT_MAX_HEADER),
             state: State::Idle,
             stopping: false,
+            guard: self.guard.clone(),
+            tries: 0,
         }
     }
 }
@@ -112,6 +130,10 @@ impl<S: 'static> crate::Service<S> for ExecService {
 
     /// A peer refused at the connection limit gets one error message in the
     /// protocol's own frame.
+    fn descriptors(&self) -> usize {
+        DESCRIPTORS
+    }
+
     fn refuse(&mut self, _peer: &crate::PeerAddr, reply: &mut Vec<u8>) {
         proto::encode_error(reply, "too many connections, try again later");
     }
@@ -144,6 +166,10 @@ pub struct Exec {
     state: State,
     /// The server is stopping: finish the running command, start no more.
     stopping: bool,
+    /// The service's token check, if it has a token.
+    guard: Option<Rc<Guard>>,
+    /// Wrong tokens on this connection so far.
+    tries: u32,
 }
 
 impl Exec {
@@ -162,31 +188,44 @@ impl Exec {
     }
 
     /// Validates a request and starts its command, or answers with an error.
-    fn start<S: 'static>(&mut self, header: &Map<String, Value>, cx: &mut Context<'_, S>) {
-        let req = match proto::parse_request(header) {
-            Ok(r) => r,
-            Err(e) => return self.error(cx, &format!("bad request: {e}")),
-        };
-        if let Some(want) = &self.cfg.token {
-            let given = req.token.as_deref().unwrap_or("");
-            if !proto::constant_time_eq(given.as_bytes(), want.as_bytes()) {
-                warn!("exec {} ({}): request with a wrong or missing token refused", cx.id(), cx.peer());
-                return self.error(cx, "bad token: this server needs the right \"token\" in each request");
+    /// Checks the request's token; an error reply, and whether to close,
+    /// when it is wrong.
+    fn authorized<S: 'static>(&mut self, header: &Map<String, Value>, cx: &mut Context<'_, S>) -> Result<(), Flow> {
+        let Some(guard) = &self.guard else { return Ok(()) };
+        let given = header.get("token").and_then(Value::as_str);
+        let ip = cx.peer().tcp().map(|a| a.ip());
+        let verdict = guard.check(ip, given, &mut self.tries, Instant::now());
+        match verdict.error() {
+            None => Ok(()),
+            Some(why) => {
+                self.error(cx, &why);
+                Err(if verdict.closes() { Flow::Close } else { Flow::Continue })
             }
         }
+    }
+
+    fn start<S: 'static>(&mut self, header: &Map<String, Value>, cx: &mut Context<'_, S>) -> Flow {
+        if let Err(flow) = self.authorized(header, cx) {
+            return flow;
+        }
+        let req = match proto::parse_request(header) {
+            Ok(r) => r,
+            Err(e) => {
+                self.error(cx, &format!("bad request: {e}"));
+                return Flow::Continue;
+            }
+        };
         if self.running.get() >= self.cfg.max_concurrent {
-            return self
-                .error(cx, &format!("busy: {} commands are already running; try again later", self.running.get()));
+            self.error(cx, &format!("busy: {} commands are already running; try again later", self.running.get()));
+            return Flow::Continue;
         }
-        let mut cmd = Command::new(&self.cfg.shell);
-        cmd.arg("-c").arg(&req.cmd);
-        if self.cfg.env_clear {
-            cmd.env_clear();
-        }
-        cmd.envs(self.cfg.env.iter().map(|(k, v)| (k, v)));
+        let mut cmd = spawn::command(&self.cfg, &req.cmd);
         let child = match cx.spawn(&mut cmd) {
             Ok(c) => c,
-            Err(e) => return self.error(cx, &format!("cannot start the command: {e}")),
+            Err(e) => {
+                self.error(cx, &format!("cannot start the command: {e}"));
+                return Flow::Continue;
+            }
         };
         let timeout = req.timeout.unwrap_or(self.cfg.default_timeout).min(self.cfg.max_timeout);
         info!("exec {} ({}): child {} runs {:?} (timeout {:?})", cx.id(), cx.peer(), child.0, req.cmd, timeout);
@@ -195,6 +234,7 @@ impl Exec {
         let run =
             Run { child, started: Instant::now(), forwarded: 0, timed_out: false, truncated: false, term_sent: false };
         self.set_state(cx, State::Running(run));
+        Flow::Continue
     }
 
     fn error<S: 'static>(&mut self, cx: &mut Context<'_, S>, msg: &str) {
@@ -214,7 +254,9 @@ impl<S: 'static> Handler<S> for Exec {
                     match d.item {
                         Item::Header(header) => {
                             self.decoder.begin_body(0);
-                            self.start(&header, cx);
+                            if self.start(&header, cx) == Flow::Close {
+                                return Flow::Close;
+                            }
                         }
                         Item::Body(_) | Item::BodyEnd => {}
                     }

@@ -64,14 +64,6 @@ pub fn parse_request(header: &Map<String, Value>) -> Result<Request, String> {
     Ok(Request { cmd, timeout, token })
 }
 
-/// Compares two secrets in time that depends only on their lengths.
-pub fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 fn push(out: &mut Vec<u8>, header: &Value) {
     // Encoding a JSON object we built cannot fail.
     let _ = encode_header(ByteOrder::Little, header, out);
@@ -150,13 +142,6 @@ mod tests {
             let err = parse_request(&obj(bad.clone())).unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
         }
-    }
-
-    #[test]
-    fn constant_time_compare() {
-        assert!(constant_time_eq(b"secret", b"secret"));
-        assert!(!constant_time_eq(b"secret", b"secreT"));
-        assert!(!constant_time_eq(b"secret", b"secrets"));
     }
 
     #[test]
