@@ -97,7 +97,7 @@ fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr,
             Box::new(move |lp, a| lp.listen(a, services::handshake::service(handshake))),
         ),
         ("files", "tcp", args.files.files, {
-            let cfg = args.files.config();
+            let cfg = args.files.config()?;
             Box::new(move |lp, a| lp.listen(a, services::files::service(&cfg)?))
         }),
         ("time", "udp", args.time.time, Box::new(args.time.install_time())),
