@@ -98,12 +98,27 @@ fn every_serve_duration_and_size_flag_is_bounded() {
         "--exec-max-output",
         "--files-max-size",
         "--files-min-rate",
+        "--files-max-partial-bytes",
+        "--files-max-partial-bytes-per-source",
     ];
     for flag in sizes {
         for bad in ["1125899906842625", "18446744073709551615", "-1"] {
             let args = serve_with(flag, bad);
             assert_refused(&args.iter().map(String::as_str).collect::<Vec<_>>(), flag);
         }
+    }
+}
+
+#[test]
+fn the_partial_upload_bounds_are_at_least_one() {
+    for flag in [
+        "--files-max-partials",
+        "--files-max-partials-per-source",
+        "--files-max-partial-bytes",
+        "--files-max-partial-bytes-per-source",
+    ] {
+        let args = serve_with(flag, "0");
+        assert_refused(&args.iter().map(String::as_str).collect::<Vec<_>>(), flag);
     }
 }
 

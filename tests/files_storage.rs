@@ -15,7 +15,7 @@ fn store(dir: &Path) -> Rc<Store> {
 }
 
 fn spec<'a>(name: &'a str, size: u64, md5: &'a str, offset: u64) -> UploadSpec<'a> {
-    UploadSpec { name, file_size: size, md5, offset, overwrite: false }
+    UploadSpec { name, file_size: size, md5, offset, overwrite: false, source: None }
 }
 
 #[test]
@@ -226,4 +226,83 @@ fn listing_pages_cover_every_name_once_in_order() {
     let (page, more) = s.list("a/", Some("a/b/f5".into()), 3).unwrap();
     assert_eq!(page.iter().map(|e| e.name.as_str()).collect::<Vec<_>>(), ["a/f0", "a/f1", "a/f2"]);
     assert!(more);
+}
+
+fn partial_dir_files(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir.join(HIDDEN).join("partial"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn an_upload_that_received_nothing_leaves_nothing_but_a_resume_keeps_its_partial() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let md5 = "0".repeat(32);
+    let up = s.begin_upload(&spec("empty", 10, &md5, 0)).unwrap();
+    assert!(!up.keeps_partial());
+    assert_eq!(partial_dir_files(dir.path()).len(), 2, "created at the start");
+    drop(up);
+    assert!(partial_dir_files(dir.path()).is_empty(), "removed with its upload");
+    assert_eq!(s.partial_usage(), (0, 0));
+    let mut up = s.begin_upload(&spec("some", 10, &md5, 0)).unwrap();
+    up.write(b"123").unwrap();
+    drop(up);
+    let up = s.begin_upload(&spec("some", 10, &md5, 3)).unwrap();
+    assert!(up.keeps_partial());
+    drop(up);
+    assert_eq!(s.partial("some").unwrap().size, 3);
+    assert_eq!(s.partial_usage(), (1, 3));
+    let (page, more) = s.list_partials("", None, 10).unwrap();
+    assert!(!more);
+    assert_eq!((page[0].name.as_str(), page[0].size, page[0].file_size), ("some", 3, 10));
+    assert_eq!((page[0].source.as_str(), page[0].uploading), ("local", false));
+}
+
+#[test]
+fn at_open_partials_are_indexed_orphans_removed_and_the_bounds_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let md5 = "0".repeat(32);
+    for (i, name) in ["old", "mid", "new"].into_iter().enumerate() {
+        let mut up =
+            s.begin_upload(&UploadSpec { source: Some([127, 0, 0, 9].into()), ..spec(name, 10, &md5, 0) }).unwrap();
+        up.write(b"12345").unwrap();
+        drop(up);
+        let part = dir.path().join(HIDDEN).join("partial").join(format!("{}.part", key_of(name)));
+        age(&part, Duration::from_secs(100 - i as u64 * 10));
+    }
+    drop(s);
+    // Metadata written before sources were recorded, and two orphans.
+    let pdir = dir.path().join(HIDDEN).join("partial");
+    let key = key_of("legacy");
+    fs::write(
+        pdir.join(format!("{key}.json")),
+        r#"{"file_name":"legacy","file_size":9,"md5":"00000000000000000000000000000000"}"#,
+    )
+    .unwrap();
+    fs::write(pdir.join(format!("{key}.part")), b"1").unwrap();
+    fs::write(pdir.join("0123.part"), b"no metadata").unwrap();
+    fs::write(pdir.join("4567.json"), b"{}").unwrap();
+    let bounds = PartialBounds { count: 3, bytes: Some(1000), ..PartialBounds::default() };
+    let s = Rc::new(Store::open_with(dir.path(), None, Duration::from_secs(3600), &bounds).unwrap());
+    let names: Vec<String> = s.list_partials("", None, 10).unwrap().0.into_iter().map(|p| p.name).collect();
+    assert_eq!(names, ["legacy", "mid", "new"], "the oldest went for the count of 3");
+    assert_eq!(s.partial_usage(), (3, 11));
+    let legacy = &s.list_partials("legacy", None, 1).unwrap().0[0];
+    assert_eq!(legacy.source, "local");
+    assert_eq!(s.list_partials("new", None, 1).unwrap().0[0].source, "127.0.0.9");
+    assert_eq!(partial_dir_files(dir.path()).len(), 6, "orphans removed: {:?}", partial_dir_files(dir.path()));
+    assert_eq!(s.partial_limits().bytes_per_source, 250, "a quarter of the total by default");
+}
+
+#[test]
+fn the_default_byte_bound_is_half_the_space_free_or_held_by_partials() {
+    let b = PartialBounds::default();
+    let l = b.resolve(Some(1000), 200);
+    assert_eq!((l.count, l.count_per_source, l.bytes, l.bytes_per_source), (1000, 100, 600, 150));
+    assert_eq!(b.resolve(None, 0).bytes, 1 << 30);
 }

@@ -6,7 +6,9 @@
 //!   size and MD5, and resumes it from there if so; otherwise uploads all.
 //! * `get [ADDR] NAME [-o PATH]`: downloads to `PATH.wireloop-part`, checks
 //!   the MD5, then renames to PATH (`-o -` writes to stdout).
-//! * `ls [ADDR] [PREFIX]`: size, modification time (UTC) and name per line.
+//! * `ls [ADDR] [PREFIX]`: size, modification time (UTC) and name per line;
+//!   `ls --partials`: the unfinished uploads instead — bytes held, announced
+//!   size, age, `uploading` or `abandoned`, source address and name.
 //!
 //! Progress bars (bytes, rate, ETA) are drawn on stderr only when it is a
 //! terminal. Any failure prints the reason (the server's words if it sent
@@ -23,6 +25,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
 use wireloop::services::files::client::{md5_of, Client};
+use wireloop::services::files::storage::{PartialBounds, DEFAULT_MAX_PARTIALS, DEFAULT_MAX_PARTIALS_PER_SOURCE};
 use wireloop::services::files::{self, FilesConfig};
 
 use super::token::{self, ClientToken};
@@ -40,7 +43,8 @@ pub struct FilesServeArgs {
     /// Files: where files are stored (created if missing).
     #[arg(long, value_name = "DIR", default_value = "./wireloop-files")]
     pub files_root: PathBuf,
-    /// Files: largest accepted upload (default: unlimited, but never more than the free disk space).
+    /// Files: largest accepted upload (default: unlimited, but never more than the free disk space
+    /// or what one source's partial uploads may hold).
     #[arg(long, value_name = "BYTES", value_parser = values::bytes)]
     pub files_max_size: Option<u64>,
     /// Files: interrupted uploads untouched for this long are removed.
@@ -53,6 +57,23 @@ pub struct FilesServeArgs {
     /// Files: the window the minimum upload rate is averaged over.
     #[arg(long, value_name = "SECS", default_value = "30", value_parser = values::positive_whole_secs)]
     pub files_rate_window: Duration,
+    /// Files: most partial (unfinished) uploads held at once, in progress or abandoned; past it the
+    /// oldest abandoned one is removed, or the upload refused if all are in progress.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PARTIALS as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub files_max_partials: u32,
+    /// Files: most partial uploads from one address (IPv6: one /64) at once.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_MAX_PARTIALS_PER_SOURCE as u32,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub files_max_partials_per_source: u32,
+    /// Files: most bytes all partial uploads hold, counted as they are written (default: half of
+    /// the space free, or held by partial uploads, at start).
+    #[arg(long, value_name = "BYTES", value_parser = values::positive_bytes)]
+    pub files_max_partial_bytes: Option<u64>,
+    /// Files: most bytes the partial uploads of one address hold; also the largest upload that
+    /// address can make (default: a quarter of --files-max-partial-bytes).
+    #[arg(long, value_name = "BYTES", value_parser = values::positive_bytes)]
+    pub files_max_partial_bytes_per_source: Option<u64>,
     /// Files: token every request must carry (at least 16 bytes). Required
     /// for a non-loopback --files address.
     #[arg(long, value_name = "TOKEN", conflicts_with = "files_token_file")]
@@ -64,10 +85,19 @@ pub struct FilesServeArgs {
 
 impl FilesServeArgs {
     /// The service settings these flags describe, refusing a non-loopback
-    /// address without a token.
+    /// address without a token; a per-source bound over its total is an error.
     pub fn config(&self) -> Result<FilesConfig, String> {
         let token =
             token::server_secret("files", self.files, self.files_token.as_deref(), self.files_token_file.as_ref())?;
+        if self.files_max_partials_per_source > self.files_max_partials {
+            return Err("--files-max-partials-per-source must not exceed --files-max-partials".into());
+        }
+        if let (Some(all), Some(one)) = (self.files_max_partial_bytes, self.files_max_partial_bytes_per_source) {
+            if one > all {
+                return Err("--files-max-partial-bytes-per-source must not exceed --files-max-partial-bytes".into());
+            }
+        }
+        let count = |n: u32| usize::try_from(n).unwrap_or(usize::MAX);
         Ok(FilesConfig {
             root: self.files_root.clone(),
             max_size: self.files_max_size,
@@ -75,6 +105,12 @@ impl FilesServeArgs {
             min_rate: self.files_min_rate,
             rate_window: self.files_rate_window,
             token,
+            partials: PartialBounds {
+                count: count(self.files_max_partials),
+                count_per_source: count(self.files_max_partials_per_source),
+                bytes: self.files_max_partial_bytes,
+                bytes_per_source: self.files_max_partial_bytes_per_source,
+            },
             ..FilesConfig::default()
         })
     }
@@ -112,6 +148,10 @@ pub struct LsArgs {
     /// `[ADDR] [PREFIX]`: the address (default 127.0.0.1:8086) and a name prefix such as `dir/`.
     #[arg(value_name = "[ADDR] [PREFIX]", num_args = 0..=2)]
     words: Vec<String>,
+    /// List the partial (unfinished) uploads instead: bytes held, announced size, age since the
+    /// last write, `uploading` or `abandoned`, source address, name.
+    #[arg(long)]
+    partials: bool,
     #[command(flatten)]
     auth: ClientToken,
 }
@@ -251,6 +291,27 @@ pub fn run_ls(args: LsArgs) -> Result<ExitCode, String> {
     let mut client = connect(addr, &args.auth)?;
     let mut out = io::stdout().lock();
     let mut written = Ok(());
+    if args.partials {
+        client
+            .list_partials(&prefix, |page| {
+                for p in page {
+                    if written.is_ok() {
+                        let state = if p.uploading { "uploading" } else { "abandoned" };
+                        written = writeln!(
+                            out,
+                            "{:>14}  {:>14}  {:>7}  {state}  {:<15}  {}",
+                            p.size,
+                            p.file_size,
+                            age(p.age),
+                            shown(&p.source),
+                            shown(&p.name)
+                        );
+                    }
+                }
+            })
+            .map_err(|e| format!("listing failed: {e}"))?;
+        return written.map(|()| ExitCode::SUCCESS).map_err(|e| e.to_string());
+    }
     client
         .list(&prefix, |page| {
             for f in page {
@@ -262,6 +323,16 @@ pub fn run_ls(args: LsArgs) -> Result<ExitCode, String> {
         .map_err(|e| format!("listing failed: {e}"))?;
     written.map_err(|e| e.to_string())?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// An age in seconds, short: `42s`, `5m03s`, `2h05m`, `3d04h`.
+fn age(secs: u64) -> String {
+    match secs {
+        0..=59 => format!("{secs}s"),
+        60..=3599 => format!("{}m{:02}s", secs / 60, secs % 60),
+        3600..=86_399 => format!("{}h{:02}m", secs / 3600, secs % 3600 / 60),
+        _ => format!("{}d{:02}h", secs / 86_400, secs % 86_400 / 3600),
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) for Unix seconds (Howard Hinnant's civil-from-days).
@@ -292,10 +363,28 @@ mod tests {
     #[test]
     fn the_flag_defaults_are_the_services_defaults() {
         let (cli, lib) = (Flags::parse_from(["x"]).files.config().unwrap(), super::FilesConfig::default());
+        assert_eq!(cli.partials, lib.partials);
         assert_eq!(cli.rate_window, super::files::DEFAULT_RATE_WINDOW);
         assert_eq!(cli.partial_max_age, lib.partial_max_age);
         assert_eq!(cli.min_rate, lib.min_rate);
         assert_eq!(cli.max_size, lib.max_size);
+    }
+
+    #[test]
+    fn per_source_bounds_over_their_totals_are_refused() {
+        let cfg = |args: &[&str]| Flags::parse_from([&["x"], args].concat()).files.config();
+        assert!(cfg(&["--files-max-partials", "10", "--files-max-partials-per-source", "11"]).is_err());
+        let bytes = ["--files-max-partial-bytes", "10", "--files-max-partial-bytes-per-source", "11"];
+        assert!(cfg(&bytes).unwrap_err().contains("--files-max-partial-bytes-per-source"));
+        assert_eq!(cfg(&["--files-max-partial-bytes-per-source", "5"]).unwrap().partials.bytes_per_source, Some(5));
+    }
+
+    #[test]
+    fn ages_are_short() {
+        assert_eq!(
+            [0, 59, 60, 3599, 3600, 86_399, 86_400 * 3 + 3600 * 4].map(super::age),
+            ["0s", "59s", "1m00s", "59m59s", "1h00m", "23h59m", "3d04h"]
+        );
     }
 
     #[test]

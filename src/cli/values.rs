@@ -74,6 +74,11 @@ pub fn bytes(s: &str) -> Result<u64, String> {
     Ok(v)
 }
 
+/// A size as [`bytes`], at least 1.
+pub fn positive_bytes(s: &str) -> Result<u64, String> {
+    bytes(s).and_then(|v| if v == 0 { Err("must be at least 1".into()) } else { Ok(v) })
+}
+
 /// A size in bytes as [`bytes`], as a `usize`.
 pub fn bytes_usize(s: &str) -> Result<usize, String> {
     bytes(s).and_then(|v| usize::try_from(v).map_err(|_| "too large for this machine".into()))
@@ -115,6 +120,9 @@ mod tests {
             assert!(bytes(bad).is_err(), "{bad}");
         }
         assert!(positive_bytes_usize("0").is_err());
+        assert!(positive_bytes("0").is_err());
+        assert!(positive_bytes("1125899906842625").is_err());
+        assert_eq!(positive_bytes("1"), Ok(1));
         assert_eq!(positive_bytes_usize("64"), Ok(64));
     }
 }

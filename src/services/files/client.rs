@@ -7,6 +7,7 @@
 //!        (between chunks: a non-blocking peek; an early reply is a refusal: stop, read it)
 //!        ◀── [len][{"ok":true,"file_name","file_size","md5"}]
 //!  get:  [len][{"op":"get","file_name"}] ──▶   ◀── [len][{"ok","file_size","md5","offset"}][body]
+//!  list: [len][{"op":"list","prefix","after"?,"partials"?}] ──▶   ◀── [len][{"ok","files"|"partials","truncated","next"?}]
 //! ```
 //!
 //! Invariants: a reply header over [`MAX_REPLY`] bytes is refused before it
@@ -19,9 +20,10 @@ use std::net::{SocketAddr, TcpStream};
 
 use byteorder::{LittleEndian, ReadBytesExt, WriteBytesExt};
 use md5::{Digest, Md5};
+use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
-use super::storage::{hex, Entry, CHUNK};
+use super::storage::{hex, Entry, PartialEntry, CHUNK};
 
 /// Largest reply header the client accepts (a listing page is at most
 /// 64 KiB of names; this leaves room for servers that page differently).
@@ -158,13 +160,61 @@ impl Client {
         prefix: &str,
         after: Option<&str>,
     ) -> Result<(Vec<Entry>, Option<String>), ClientError> {
+        self.page(prefix, after, false)
+    }
+
+    /// `list`: every file whose name starts with `prefix`, page by page
+    /// (`each` gets each page as it arrives).
+    pub fn list(&mut self, prefix: &str, each: impl FnMut(&[Entry])) -> Result<usize, ClientError> {
+        self.all_pages(prefix, false, each)
+    }
+
+    /// `list` with `"partials": true`: every unfinished upload whose name
+    /// starts with `prefix` (bytes held, announced size, age, source,
+    /// whether it is being written), page by page.
+    pub fn list_partials(&mut self, prefix: &str, each: impl FnMut(&[PartialEntry])) -> Result<usize, ClientError> {
+        self.all_pages(prefix, true, each)
+    }
+
+    fn all_pages<T: DeserializeOwned>(
+        &mut self,
+        prefix: &str,
+        partials: bool,
+        mut each: impl FnMut(&[T]),
+    ) -> Result<usize, ClientError> {
+        let (mut after, mut total) = (None, 0);
+        loop {
+            let (items, next) = self.page::<T>(prefix, after.as_deref(), partials)?;
+            total += items.len();
+            each(&items);
+            match next {
+                Some(n) => after = Some(n),
+                None => return Ok(total),
+            }
+        }
+    }
+
+    /// One page of a listing: of files (`"files"`), or of partial uploads
+    /// (`"partials"`).
+    fn page<T: DeserializeOwned>(
+        &mut self,
+        prefix: &str,
+        after: Option<&str>,
+        partials: bool,
+    ) -> Result<(Vec<T>, Option<String>), ClientError> {
         let mut req = json!({"op": "list", "prefix": prefix});
         if let Some(a) = after {
             req["after"] = Value::String(a.to_string());
         }
+        let field = if partials {
+            req["partials"] = Value::Bool(true);
+            "partials"
+        } else {
+            "files"
+        };
         self.send_header(&req)?;
         let r = self.read_reply()?;
-        let files = serde_json::from_value(r.get("files").cloned().unwrap_or(Value::Null))
+        let items: Vec<T> = serde_json::from_value(r.get(field).cloned().unwrap_or(Value::Null))
             .map_err(|e| ClientError::Protocol(format!("bad listing: {e}")))?;
         let next = match (r.get("truncated"), r.get("next")) {
             (Some(Value::Bool(true)), Some(Value::String(n))) => Some(n.clone()),
@@ -176,22 +226,7 @@ impl Client {
         if next.as_deref().is_some_and(|n| after.is_some_and(|a| n <= a)) {
             return Err(ClientError::Protocol("the listing's `next` does not advance".into()));
         }
-        Ok((files, next))
-    }
-
-    /// `list`: every file whose name starts with `prefix`, page by page
-    /// (`each` gets each page as it arrives).
-    pub fn list(&mut self, prefix: &str, mut each: impl FnMut(&[Entry])) -> Result<usize, ClientError> {
-        let (mut after, mut total) = (None, 0);
-        loop {
-            let (files, next) = self.list_page(prefix, after.as_deref())?;
-            total += files.len();
-            each(&files);
-            match next {
-                Some(n) => after = Some(n),
-                None => return Ok(total),
-            }
-        }
+        Ok((items, next))
     }
 
     /// Uploads `body` (the file's bytes from `offset` on) as `name`.

@@ -13,6 +13,8 @@
 //!  [len][{"op":"stat",…}]          ─────────────────────▶  reply at once, stay Idle
 //!  [len][{"op":"list",…}]          ─────────────────────▶  Listing: one page, built when the loop
 //!                                  ◀── [len][{"files",…}]    turns to it (`yield_now`) ─▶ Idle
+//!  [len][{"op":"list","partials":true,…}] ──────────────▶  one page of partial uploads from the
+//!                                  ◀── [len][{"partials",…}] store's index, at once, stay Idle
 //!  refused header, no body announced                     ─▶ [len][{"ok":false,"error"}], stay Idle
 //!  refused upload (body announced), bad header, disk error ─▶ [len][{"ok":false,"error"}], Closing (lingering close)
 //! ```
@@ -38,6 +40,12 @@
 //!   Work with no socket event to drive it (hashing) asks for `on_drain`
 //!   with empty output, which the loop runs at most twice per pass before
 //!   putting the connection behind every other ready source.
+//! * An upload that ends without a commit (close, reset, timeout, too
+//!   slow, shutdown) keeps its partial file for a resume, unless it received
+//!   no byte at all: dropping its [`Upload`] removes it. Partials are charged
+//!   to the peer's address ([`UploadSpec::source`]) and bounded by
+//!   [`FilesConfig::partials`]; `receive.rs` answers a chunk over a bound
+//!   with the byte reached.
 //! * The only unbounded blocking call is the commit's `fsync`, once per
 //!   upload; writeback is started every 8 MiB during the upload so it waits
 //!   for little (see [`storage`]).
@@ -55,6 +63,7 @@
 pub mod client;
 pub mod proto;
 mod rate;
+mod receive;
 mod shutdown;
 pub mod storage;
 mod transfer;
@@ -72,7 +81,7 @@ use serde_json::{Map, Value};
 use self::proto::{announced_body, Reply, Request};
 use self::rate::MinRate;
 use self::storage::page::PAGE_MAX;
-use self::storage::{clean_name, hex, read_chunk_at, PartialInfo, Store, Upload, UploadSpec, CHUNK};
+use self::storage::{clean_name, hex, read_chunk_at, PartialBounds, PartialInfo, Store, Upload, UploadSpec, CHUNK};
 use super::auth::{Guard, Secret};
 use super::Refusing;
 use crate::codec::frame::ByteOrder;
@@ -109,6 +118,9 @@ pub struct FilesConfig {
     pub rate_window: Duration,
     /// When set, every request must carry this token (see [`crate::services::auth`]).
     pub token: Option<Secret>,
+    /// Bounds on partial uploads (count and bytes, in total and per
+    /// source); over them the oldest abandoned partial is evicted.
+    pub partials: PartialBounds,
 }
 
 impl Default for FilesConfig {
@@ -121,6 +133,7 @@ impl Default for FilesConfig {
             min_rate: DEFAULT_MIN_RATE,
             rate_window: DEFAULT_RATE_WINDOW,
             token: None,
+            partials: PartialBounds::default(),
         }
     }
 }
@@ -130,7 +143,7 @@ impl Default for FilesConfig {
 /// A peer refused at the connection limit gets one error reply in the
 /// protocol's own frame.
 pub fn service(cfg: &FilesConfig) -> io::Result<Refusing<impl FnMut(PeerAddr) -> Files>> {
-    let store = Rc::new(Store::open(&cfg.root, cfg.max_size, cfg.partial_max_age)?);
+    let store = Rc::new(Store::open_with(&cfg.root, cfg.max_size, cfg.partial_max_age, &cfg.partials)?);
     info!("files: storing under {}", store.root().display());
     let (max_header, rate) = (cfg.max_header, MinRate::new(cfg.min_rate, cfg.rate_window));
     let guard = cfg.token.clone().map(|t| Rc::new(Guard::new("files", t)));
@@ -392,6 +405,7 @@ impl Files {
                     md5: &p.md5,
                     offset: p.offset,
                     overwrite: p.overwrite,
+                    source: self.peer.tcp().map(|a| a.ip()),
                 };
                 match self.store.begin_upload(&spec) {
                     Err(e) => self.refuse(e, body, cx),
@@ -449,108 +463,20 @@ impl Files {
                     Err(e) => self.refuse(e, Some(0), cx),
                 }
             }
-            Request::List { prefix, after, limit } => {
+            Request::List { prefix, after, limit, partials } => {
+                let limit = limit.map_or(PAGE_MAX, |l| usize::try_from(l).unwrap_or(PAGE_MAX));
+                if partials {
+                    // From the store's index in memory: answered at once.
+                    return self.list_partials(&prefix, after.as_deref(), limit, cx);
+                }
                 // A page walks directories and stats its files: built in
                 // `on_drain` after the loop has served the other ready
                 // peers, so a burst of listings never stalls them.
-                let limit = limit.map_or(PAGE_MAX, |l| usize::try_from(l).unwrap_or(PAGE_MAX));
                 self.set_state(State::Listing(List { prefix, after, limit }));
                 cx.yield_now();
                 Flow::Continue
             }
         }
-    }
-
-    fn on_body<S: 'static>(&mut self, chunk: &[u8], cx: &mut Context<'_, S>) -> Flow {
-        let State::Receiving(r) = &mut self.state else {
-            return self.fail("internal error: body bytes outside an upload".into(), cx);
-        };
-        let before = r.up.written();
-        self.rate.count(chunk.len());
-        if let Err(e) = r.up.write(chunk) {
-            let name = r.up.name().to_string();
-            let kept = match self.take() {
-                State::Receiving(r) => {
-                    r.up.discard().err().map(|e| format!("removing the partial upload failed too ({e})"))
-                }
-                _ => None,
-            };
-            let state = kept.unwrap_or_else(|| "the partial upload was removed".into());
-            return self.fail(format!("disk error while writing `{name}` at byte {before}: {e}; {state}"), cx);
-        }
-        if r.hashed == before {
-            r.md5.update(chunk);
-            r.hashed = r.up.written();
-            Flow::Continue
-        } else {
-            // Resumed: the prefix on disk is not hashed yet; catch up a chunk.
-            self.catch_up(cx)
-        }
-    }
-
-    /// Hashes one more chunk of a resumed upload's prefix from disk.
-    fn catch_up<S: 'static>(&mut self, cx: &mut Context<'_, S>) -> Flow {
-        let (State::Receiving(r) | State::Verifying(r)) = &mut self.state else {
-            return Flow::Continue;
-        };
-        let want = usize::try_from(r.up.written() - r.hashed).unwrap_or(CHUNK).min(CHUNK);
-        self.buf.clear();
-        match r.up.read_chunk_at(r.hashed, want, &mut self.buf) {
-            Ok(n) if n > 0 => {
-                r.md5.update(&self.buf[..n]);
-                r.hashed += n as u64;
-                Flow::Continue
-            }
-            Ok(_) => self.fail("the partial file shrank while resuming; start over with offset 0".into(), cx),
-            Err(e) => self.fail(format!("disk error while reading the partial file: {e}"), cx),
-        }
-    }
-
-    fn on_body_end<S: 'static>(&mut self, cx: &mut Context<'_, S>) -> Flow {
-        match self.take() {
-            State::Receiving(r) if r.hashed < r.up.written() => {
-                self.set_state(State::Verifying(r));
-                cx.notify_on_drain();
-                Flow::Continue
-            }
-            State::Receiving(r) => self.finish(r, cx),
-            other => {
-                // The empty body of a get/stat/list (already answered).
-                self.set_state(other);
-                Flow::Continue
-            }
-        }
-    }
-
-    /// Compares the MD5 and commits or discards the upload.
-    fn finish<S: 'static>(&mut self, r: Receive, cx: &mut Context<'_, S>) -> Flow {
-        let got = hex(&r.md5.finalize());
-        let (name, size) = (r.up.name().to_string(), r.up.written());
-        let reply = if got != r.expected {
-            if let Err(e) = r.up.discard() {
-                log::warn!("files {}: cannot remove the partial upload of {name}: {e}", self.peer);
-            }
-            Reply::error(format!(
-                "md5 mismatch for `{name}`: the header said {}, but the {size} bytes received hash to {got}; \
-                 nothing was stored, check the file and upload it again",
-                r.expected
-            ))
-        } else {
-            match r.up.commit(&got) {
-                Ok(t) => {
-                    info!(
-                        "files {}: stored {name} ({size} bytes, fsync {:?}, rename {:?})",
-                        self.peer, t.fsync, t.rename
-                    );
-                    Reply { file_name: Some(name), file_size: Some(size), md5: Some(got), ..Reply::ok() }
-                }
-                Err(e) => Reply::error(format!("could not store `{name}`: {e}")),
-            }
-        };
-        self.reply(&reply, cx);
-        self.set_state(State::Idle);
-        cx.clear_timer();
-        Flow::Continue
     }
 
     fn close_now(&mut self, why: &str) -> Flow {
@@ -612,8 +538,9 @@ impl Files {
         self.eof = true;
         match &self.state {
             State::Receiving(r) => {
+                let kept = if r.up.keeps_partial() { "kept for a resume" } else { "removed (it held nothing)" };
                 info!(
-                    "files {}: upload of {} interrupted at {} of {} bytes; the partial file is kept for a resume",
+                    "files {}: upload of {} interrupted at {} of {} bytes; the partial file is {kept}",
                     self.peer,
                     r.up.name(),
                     r.up.written(),

@@ -5,10 +5,12 @@
 //!  request  [len i32 LE][{"op":"put"?, "file_name", "file_size", "md5", "offset"?, "overwrite"?}][body: file_size - offset]
 //!           [len i32 LE][{"op":"get", "file_name", "offset"?}]
 //!           [len i32 LE][{"op":"stat", "file_name"}]
-//!           [len i32 LE][{"op":"list", "prefix"?, "after"?, "limit"?}]
+//!           [len i32 LE][{"op":"list", "prefix"?, "after"?, "limit"?, "partials"?}]
 //!  reply    [len i32 LE][{"ok": true, ...}][body: only for get, file_size - offset bytes]
 //!           [len i32 LE][{"ok": true, "files": [...], "truncated", "next"?}]   (list: one page; ask
 //!                                                      again with "after": next for the following one)
+//!           [len i32 LE][{"ok": true, "partials": [...], "truncated", "next"?}]   (list with "partials":
+//!                                                      true: the unfinished uploads, paged the same way)
 //!           [len i32 LE][{"ok": false, "error": "..."}]
 //! ```
 //!
@@ -25,7 +27,7 @@
 use serde::Serialize;
 use serde_json::{Map, Value};
 
-use super::storage::Entry;
+use super::storage::{Entry, PartialEntry};
 use crate::codec::frame::{encode_frame, ByteOrder};
 
 /// A parsed request.
@@ -45,7 +47,8 @@ pub enum Request {
         /// The raw name.
         file_name: String,
     },
-    /// One page of the files whose names start with `prefix`.
+    /// One page of the files (or, with `partials`, of the unfinished
+    /// uploads) whose names start with `prefix`.
     List {
         /// The raw prefix ("" for all).
         prefix: String,
@@ -54,6 +57,8 @@ pub enum Request {
         /// Most entries wanted (the server caps it at
         /// [`super::storage::page::PAGE_MAX`]).
         limit: Option<u64>,
+        /// List the partial (unfinished) uploads instead of the files.
+        partials: bool,
     },
 }
 
@@ -106,6 +111,14 @@ fn opt_u64(map: &Map<String, Value>, key: &str) -> Result<Option<u64>, String> {
     }
 }
 
+fn opt_bool(map: &Map<String, Value>, key: &str) -> Result<bool, String> {
+    match field(map, key) {
+        None => Ok(false),
+        Some(Value::Bool(b)) => Ok(*b),
+        Some(v) => Err(format!("`{key}` must be true or false, got {v}")),
+    }
+}
+
 /// How many body bytes follow this header, as far as it can be told
 /// (an upload whose `file_size`/`offset` cannot be read: `None`).
 pub fn announced_body(map: &Map<String, Value>) -> Option<u64> {
@@ -134,11 +147,7 @@ pub fn parse(map: &Map<String, Value>) -> Result<Request, String> {
                 return Err(format!("`md5` must be 32 hex digits, got {md5:?}"));
             }
             let offset = opt_u64(map, "offset")?.unwrap_or(0);
-            let overwrite = match field(map, "overwrite") {
-                None => false,
-                Some(Value::Bool(b)) => *b,
-                Some(v) => return Err(format!("`overwrite` must be true or false, got {v}")),
-            };
+            let overwrite = opt_bool(map, "overwrite")?;
             if offset > file_size {
                 return Err(format!("offset {offset} is past file_size {file_size}"));
             }
@@ -156,6 +165,7 @@ pub fn parse(map: &Map<String, Value>) -> Result<Request, String> {
                 Some(0) => return Err("`limit` must be at least 1".into()),
                 l => l,
             },
+            partials: opt_bool(map, "partials")?,
         }),
         other => Err(format!("unknown op {other:?}; use put, get, stat or list")),
     }
@@ -193,6 +203,10 @@ pub struct Reply {
     /// Listing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub files: Option<Vec<Entry>>,
+    /// Listing of partial uploads: name, bytes held, announced size, age
+    /// in seconds, source, and whether one is being written now.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partials: Option<Vec<PartialEntry>>,
     /// Listing: more files matched than were returned.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub truncated: Option<bool>,
@@ -251,6 +265,9 @@ mod tests {
         assert_eq!(announced_body(&map(json!({"op": "get", "file_name": "x"}))), Some(0));
         assert_eq!(announced_body(&map(json!({"file_name": "x"}))), None);
         assert_eq!(announced_body(&map(json!({"file_size": 5, "offset": 2}))), Some(3));
+        assert!(parse(&map(json!({"op": "list", "partials": 1}))).unwrap_err().contains("`partials` must be true"));
+        let list = parse(&map(json!({"op": "list", "partials": true, "limit": 2}))).unwrap();
+        assert_eq!(list, Request::List { prefix: String::new(), after: None, limit: Some(2), partials: true });
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! that request is answered (no further request is taken). If the grace
 //! period ends first, the second call answers an upload with an error that
 //! names the resume offset (its partial file is kept, as after any
-//! interruption), and a download is simply cut: its body cannot carry a
+//! interruption, unless no byte of it had arrived), and a download is simply cut: its body cannot carry a
 //! message, and the client sees a short file.
 
 use std::time::Instant;
@@ -28,12 +28,11 @@ impl Files {
         match &self.state {
             State::Receiving(r) | State::Verifying(r) => {
                 let why = format!(
-                    "the server is shutting down: the upload of `{}` stopped at byte {} of {}; \
-                     the bytes received are kept, resume with \"offset\": {}",
+                    "the server is shutting down: the upload of `{}` stopped at byte {} of {}; {}",
                     r.up.name(),
                     r.up.written(),
                     r.up.file_size(),
-                    r.up.written()
+                    super::transfer::kept(&r.up)
                 );
                 info!("files {}: {why}", self.peer);
                 self.fail(why, cx)

@@ -1,7 +1,8 @@
 //! The `files` state machine's long-running steps, one bounded chunk per
 //! `on_drain`: hashing a file that has no cached MD5 before a download,
-//! and sending a download's body; and the minimum-rate check of an upload
-//! body, once per rate window (`rate.rs`).
+//! and sending a download's body; the minimum-rate check of an upload
+//! body, once per rate window (`rate.rs`); and the listing of partial
+//! uploads, answered at once from the store's index.
 
 use super::*;
 
@@ -22,6 +23,25 @@ impl Files {
         }
         self.set_state(State::Idle);
         Flow::Continue
+    }
+
+    /// Answers a listing of partial uploads (from memory) at once.
+    pub(super) fn list_partials<S: 'static>(
+        &mut self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+        cx: &mut Context<'_, S>,
+    ) -> Flow {
+        match self.store.list_partials(prefix, after, limit) {
+            Ok((partials, more)) => {
+                let next = if more { partials.last().map(|e| e.name.clone()) } else { None };
+                let r = Reply { partials: Some(partials), truncated: Some(more), next, ..Reply::ok() };
+                self.reply(&r, cx);
+                Flow::Continue
+            }
+            Err(e) => self.refuse(e, Some(0), cx),
+        }
     }
 
     pub(super) fn start_hash<S: 'static>(&mut self, h: Hash, cx: &mut Context<'_, S>) -> Flow {
@@ -121,18 +141,26 @@ impl Files {
             }
             Err(slow) => {
                 let why = format!(
-                    "upload of `{}` too slow: {} bytes in the last {:?}, the minimum is {} bytes/s ({} bytes); \
-                     the {} bytes received are kept, resume with \"offset\": {}",
+                    "upload of `{}` too slow: {} bytes in the last {:?}, the minimum is {} bytes/s ({} bytes); {}",
                     r.up.name(),
                     slow.seen,
                     self.rate.window(),
                     self.rate.min_rate(),
                     slow.needed,
-                    r.up.written(),
-                    r.up.written()
+                    kept(&r.up)
                 );
                 self.fail(why, cx)
             }
         }
+    }
+}
+
+/// What an ended upload leaves, for its error reply: the bytes kept and
+/// the offset to resume from, or nothing (no byte received).
+pub(super) fn kept(up: &Upload) -> String {
+    if up.keeps_partial() {
+        format!("the {} bytes received are kept, resume with \"offset\": {}", up.written(), up.written())
+    } else {
+        "nothing was received, so nothing is kept; start again with \"offset\": 0".to_string()
     }
 }

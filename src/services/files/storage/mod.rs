@@ -1,6 +1,6 @@
 //! The `files` service's filesystem side: name safety, partial (temporary)
-//! files, the atomic commit (in [`upload`]), free space, the MD5 cache and
-//! partial cleanup. No sockets here; every function is a short, bounded filesystem operation
+//! files and their bounds (in `partial.rs` and [`index`]), the atomic commit
+//! (in [`upload`]), free space, the MD5 cache and partial cleanup. No sockets here; every function is a short, bounded filesystem operation
 //! that the protocol state machine (`mod.rs`) calls at most once per event.
 //!
 //! # Layout under the root
@@ -10,7 +10,7 @@
 //!  ├─ a/b/c/d/e/a.txt                  finished files, at their names
 //!  └─ .wireloop/                       hidden; names under it are refused
 //!     ├─ partial/<key>.part            an upload's bytes so far (key = md5 of the name)
-//!     ├─ partial/<key>.json            which upload it is: {file_name, file_size, md5}
+//!     ├─ partial/<key>.json            which upload it is: {file_name, file_size, md5, source}
 //!     └─ md5/<key>.json                MD5 cache of a finished file: {file_name, size, mtime_ns, ino, md5}
 //! ```
 //!
@@ -37,9 +37,15 @@
 //!   has happened the upload is stored, and is reported so, whatever fails
 //!   after (a failed directory fsync is a warning in the log).
 //! * There is at most one partial file per final name, and at most one
-//!   upload per name at a time: [`Store`] keeps the keys in progress, and an
-//!   [`Upload`] releases its key when dropped. A dropped (interrupted) upload
-//!   keeps its partial file for a later resume; [`Upload::discard`] removes it.
+//!   upload per name at a time: [`Store`] keeps every partial in an index
+//!   ([`index`]), marking those in progress, and an [`Upload`] releases its
+//!   key when dropped. A dropped (interrupted) upload keeps its partial file
+//!   for a later resume if it holds a byte — one that received none (no body
+//!   byte, and not a resume) is removed; [`Upload::discard`] removes it.
+//! * Partials are bounded in count and bytes, per source and in total
+//!   ([`PartialBounds`]); bytes are counted as they are written. Meeting a
+//!   bound, or a full disk, evicts the oldest abandoned partial first; a
+//!   partial in progress is never evicted.
 //! * Sizes from the peer are compared with checked arithmetic before anything
 //!   is allocated or written; writes are at most one socket read (≤ 64 KiB)
 //!   each, reads at most [`CHUNK`].
@@ -52,22 +58,29 @@
 //!   whatever the disk has not finished.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
-use log::{debug, info, warn};
+use log::{info, warn};
 
+use self::index::PartialIndex;
+pub use self::index::{Limits, Over, PartialEntry, Which};
 use self::page::{Dirs, Kind as PageKind};
+pub use self::partial::{
+    source_of, PartialBounds, PartialInfo, PartialMeta, DEFAULT_MAX_PARTIALS, DEFAULT_MAX_PARTIALS_PER_SOURCE,
+};
 pub use self::root::{Dir, Kind, Refused};
-pub use self::upload::{read_chunk_at, Committed, NotStored, Upload};
+pub use self::upload::{read_chunk_at, Committed, NotStored, Upload, WriteError};
 
+pub mod index;
 pub mod page;
+mod partial;
 pub mod root;
 pub mod upload;
 use md5::{Digest, Md5};
@@ -159,26 +172,6 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// What an interrupted upload is, stored beside its partial file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PartialMeta {
-    /// The final name.
-    pub file_name: String,
-    /// The whole file's announced size.
-    pub file_size: u64,
-    /// The whole file's announced MD5 (lowercase hex).
-    pub md5: String,
-}
-
-/// An interrupted upload found on disk.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartialInfo {
-    /// Which upload it belongs to.
-    pub meta: PartialMeta,
-    /// Bytes received so far.
-    pub size: u64,
-}
-
 /// MD5 cache entry of a finished file, valid while size, mtime and inode match.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Md5Cache {
@@ -213,6 +206,9 @@ pub struct UploadSpec<'a> {
     pub offset: u64,
     /// Replace an existing file.
     pub overwrite: bool,
+    /// The peer's address (`None` for a Unix-socket peer): a new partial
+    /// is charged to it ([`source_of`]).
+    pub source: Option<IpAddr>,
 }
 
 /// The storage root, its limits, and which names are being uploaded.
@@ -225,17 +221,29 @@ pub struct Store {
     md5_dir: Dir,
     max_size: Option<u64>,
     partial_max_age: Duration,
-    /// Partial-file keys of the uploads in progress (keyed like the
-    /// partial files, so two names can never share one).
-    busy: RefCell<HashSet<String>>,
+    /// Every partial upload, busy (a connection writes it) or abandoned,
+    /// keyed like the partial files, so two names can never share one.
+    index: RefCell<PartialIndex>,
     last_sweep: Cell<Instant>,
 }
 
 impl Store {
     /// Opens (creating if needed) the root and its hidden directories, holds
     /// their descriptors, and removes partial files older than
-    /// `partial_max_age`. Symlinks in `root` itself are followed, this once.
+    /// `partial_max_age`, with the default bounds on partial uploads.
+    /// Symlinks in `root` itself are followed, this once.
     pub fn open(root: &Path, max_size: Option<u64>, partial_max_age: Duration) -> io::Result<Store> {
+        Store::open_with(root, max_size, partial_max_age, &PartialBounds::default())
+    }
+
+    /// [`Store::open`] with these bounds on partial uploads; the partials
+    /// found are indexed, and those over the bounds evicted, oldest first.
+    pub fn open_with(
+        root: &Path,
+        max_size: Option<u64>,
+        partial_max_age: Duration,
+        bounds: &PartialBounds,
+    ) -> io::Result<Store> {
         fs::create_dir_all(root)
             .map_err(|e| io::Error::new(e.kind(), format!("cannot create files root {}: {e}", root.display())))?;
         let root_path = fs::canonicalize(root)?;
@@ -254,13 +262,14 @@ impl Store {
             md5_dir,
             max_size,
             partial_max_age,
-            busy: RefCell::new(HashSet::new()),
+            index: RefCell::new(PartialIndex::new(bounds.resolve(None, 0))),
             last_sweep: Cell::new(Instant::now()),
         };
         let removed = store.sweep_partials()?;
         if removed > 0 {
             info!("files: removed {removed} partial uploads older than {:?}", partial_max_age);
         }
+        store.scan_partials(bounds)?;
         Ok(store)
     }
 
@@ -305,111 +314,6 @@ impl Store {
     /// Bytes free for an unprivileged writer on the root's filesystem.
     pub fn free_space(&self) -> io::Result<u64> {
         self.root.free_space()
-    }
-
-    /// The partial file's and its metadata's names in `.wireloop/partial`.
-    fn partial_names(name: &str) -> (String, String) {
-        let key = key_of(name);
-        (format!("{key}.part"), format!("{key}.json"))
-    }
-
-    /// The interrupted upload of `name`, if one is on disk.
-    pub fn partial(&self, name: &str) -> Option<PartialInfo> {
-        let (part, meta) = Self::partial_names(name);
-        let meta: PartialMeta = serde_json::from_slice(&read_small(&self.partial_dir, &meta).ok()?).ok()?;
-        if meta.file_name != name {
-            return None;
-        }
-        let st = self.partial_dir.stat(&part).ok().filter(|st| st.kind == Kind::File)?;
-        Some(PartialInfo { meta, size: st.size })
-    }
-
-    /// Whether an upload of `name` is running on some connection.
-    pub fn is_busy(&self, name: &str) -> bool {
-        self.busy.borrow().contains(&key_of(name))
-    }
-
-    /// Checks an upload request against the limits, the disk and what is
-    /// already stored, then opens its partial file positioned at `offset`.
-    /// Every refusal is a sentence the client can act on.
-    pub fn begin_upload(self: &Rc<Self>, spec: &UploadSpec<'_>) -> Result<Upload, String> {
-        let name = spec.name;
-        if let Some(max) = self.max_size {
-            if spec.file_size > max {
-                return Err(format!("file_size {} is over this server's limit of {max} bytes", spec.file_size));
-            }
-        }
-        let Some(need) = spec.file_size.checked_sub(spec.offset) else {
-            return Err(format!("offset {} is past file_size {}", spec.offset, spec.file_size));
-        };
-        match self.resolve(name)? {
-            Some(Kind::Dir) => return Err(format!("`{name}` is a directory on the server; pick another name")),
-            Some(_) if !spec.overwrite => {
-                return Err(format!(
-                    "`{name}` already exists; send \"overwrite\": true (`wireloop put --overwrite`) to replace it"
-                ));
-            }
-            _ => {}
-        }
-        if self.is_busy(name) {
-            return Err(format!("an upload of `{name}` is already in progress on another connection; try again later"));
-        }
-        self.maybe_sweep();
-        let (part_name, meta_name) = Self::partial_names(name);
-        let existing = self.partial(name);
-        if spec.offset > 0 {
-            let Some(p) = existing else {
-                return Err(format!("there is no interrupted upload of `{name}` to resume; send offset 0"));
-            };
-            if p.meta.file_size != spec.file_size || p.meta.md5 != spec.md5 {
-                return Err(format!(
-                    "the interrupted upload of `{name}` is of another file (file_size {}, md5 {}); \
-                     start over with offset 0",
-                    p.meta.file_size, p.meta.md5
-                ));
-            }
-            if p.size != spec.offset {
-                return Err(format!(
-                    "offset {} does not match the interrupted upload of `{name}`, which holds {} bytes; \
-                     resume with \"offset\": {}",
-                    spec.offset, p.size, p.size
-                ));
-            }
-        }
-        let free = self.free_space().map_err(|e| format!("cannot check free disk space: {e}"))?;
-        if need > free {
-            return Err(format!(
-                "not enough free disk space for `{name}`: {need} bytes needed, {free} available; free some space"
-            ));
-        }
-        let io_err = |e: io::Error| format!("cannot create the partial file for `{name}`: {e}");
-        let dir = &self.partial_dir;
-        let create = libc::O_RDWR | libc::O_CREAT | libc::O_TRUNC;
-        let file = if spec.offset == 0 {
-            let meta =
-                PartialMeta { file_name: name.to_string(), file_size: spec.file_size, md5: spec.md5.to_string() };
-            let bytes = serde_json::to_vec(&meta).map_err(|e| e.to_string())?;
-            let mut f = dir.open_file(&meta_name, create, FILE_MODE).map_err(|e| io_err(e.into()))?;
-            f.write_all(&bytes).map_err(io_err)?;
-            dir.open_file(&part_name, create, FILE_MODE).map_err(|e| io_err(e.into()))?
-        } else {
-            let mut f = dir.open_file(&part_name, libc::O_RDWR, 0).map_err(|e| io_err(e.into()))?;
-            f.seek(SeekFrom::End(0)).map_err(io_err)?;
-            f
-        };
-        self.busy.borrow_mut().insert(key_of(name));
-        debug!("files: upload of {name} starts at {} of {}", spec.offset, spec.file_size);
-        Ok(Upload {
-            store: Rc::clone(self),
-            name: name.to_string(),
-            part_name,
-            meta_name,
-            file,
-            file_size: spec.file_size,
-            written: spec.offset,
-            synced_to: spec.offset,
-            overwrite: spec.overwrite,
-        })
     }
 
     /// Opens a finished file for download: its file, size, and cached MD5 if
@@ -494,54 +398,6 @@ impl Store {
             })
             .collect();
         Ok((out, more))
-    }
-
-    /// Removes partial uploads (not in progress) whose last write is older
-    /// than the configured age. Returns how many were removed.
-    pub fn sweep_partials(&self) -> io::Result<usize> {
-        self.last_sweep.set(Instant::now());
-        let now = SystemTime::now();
-        let mut removed = 0;
-        let dir = &self.partial_dir;
-        for fname in dir.entries()? {
-            let Ok(fname) = fname.into_string() else { continue };
-            let Ok(st) = dir.stat(&fname) else { continue };
-            let age = now.duration_since(st.modified()).unwrap_or_default();
-            if age <= self.partial_max_age {
-                continue;
-            }
-            // A busy upload keeps writing, so its mtime is fresh anyway;
-            // check its key to be sure.
-            let (key, ext) = fname.rsplit_once('.').unwrap_or((&fname, ""));
-            if self.busy.borrow().contains(key) {
-                continue;
-            }
-            // A partial's age is its `.part`'s last write (its `.json` is
-            // written once, at the start); a `.json` goes with its `.part`,
-            // or alone if its `.part` is gone.
-            match ext {
-                "part" => {
-                    let _ = dir.unlink(&format!("{key}.json"));
-                    removed += 1;
-                }
-                "json" if dir.stat(&format!("{key}.part")).is_ok() => continue,
-                _ => {}
-            }
-            let _ = dir.unlink(&fname);
-        }
-        Ok(removed)
-    }
-
-    /// Sweeps at most once per minute (or per max age, if shorter).
-    fn maybe_sweep(&self) {
-        let every = self.partial_max_age.min(Duration::from_secs(60));
-        if self.last_sweep.get().elapsed() >= every {
-            match self.sweep_partials() {
-                Ok(0) => {}
-                Ok(n) => info!("files: removed {n} stale partial uploads"),
-                Err(e) => warn!("files: cannot sweep partial uploads: {e}"),
-            }
-        }
     }
 }
 
