@@ -49,11 +49,12 @@ pub struct Config {
     /// Connections at once; more are closed at once, after whatever the
     /// listener's service sends them (`Service::refuse`; by default nothing).
     pub max_connections: usize,
-    /// Descriptors accepted connections may hold between them, each counted
-    /// as its service declares (`Service::descriptors`: the socket plus the
-    /// files or pipes a request opens). A connection that would take the
-    /// sum past this is refused like one over `max_connections`, so a
-    /// request never meets EMFILE halfway. `wireloop serve` sets it to the
+    /// Descriptors connections may hold between them, each accepted one
+    /// counted as its service declares (`Service::descriptors`: the socket
+    /// plus the files or pipes a request opens), each outbound one as 1. An
+    /// accepted connection that would take the sum past this is refused like
+    /// one over `max_connections`, so a request never meets EMFILE halfway;
+    /// outbound connections are counted but never refused by it. `wireloop serve` sets it to the
     /// open-file limit less a reserve; the default is unlimited.
     pub max_descriptors: usize,
     /// How long an outbound connect may take before it fails with

@@ -27,13 +27,21 @@ struct Seen {
 }
 
 /// Answers each byte with [`REPLY`] bytes of that byte, one request at a
-/// time while the output is under high water.
-struct Amplifier;
+/// time while the output is under high water. With `drain_hook`, it also
+/// asks for `on_drain` when it stops, and that call (which parses nothing)
+/// must not make the loop forget the held input.
+struct Amplifier {
+    drain_hook: bool,
+    eof_serves: bool,
+}
 
 impl Amplifier {
     fn serve(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, Seen>) {
         while let Some(&b) = input.bytes().first() {
             if cx.over_high_water() {
+                if self.drain_hook {
+                    cx.notify_on_drain();
+                }
                 return;
             }
             input.consume(1);
@@ -55,10 +63,21 @@ impl Handler<Seen> for Amplifier {
     }
 
     fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, Seen>) -> Flow {
-        // Every request must have been served before the EOF is seen.
-        assert!(input.bytes().is_empty(), "EOF delivered with {} requests unserved", input.bytes().len());
+        if !self.eof_serves {
+            // Every request must have been served before the EOF is seen.
+            assert!(input.bytes().is_empty(), "EOF delivered with {} requests unserved", input.bytes().len());
+        }
         self.serve(input, cx);
-        Flow::Close
+        if input.bytes().is_empty() {
+            Flow::Close
+        } else {
+            // Called again with the rest once the output has drained.
+            Flow::Continue
+        }
+    }
+
+    fn on_drain(&mut self, _input: &mut Input<'_>, _cx: &mut Context<'_, Seen>) -> Flow {
+        Flow::Continue
     }
 }
 
@@ -78,11 +97,11 @@ fn read_all_replies(mut s: std::net::TcpStream) -> usize {
     got.len()
 }
 
-fn run(half_close: bool) {
+fn run(half_close: bool, drain_hook: bool) {
     let cfg = Config::default();
     let high = cfg.high_water;
     let mut lp = EventLoop::with_state(cfg, Seen::default()).unwrap();
-    let addr = lp.listen(local(), |_| Amplifier).unwrap().addr;
+    let addr = lp.listen(local(), move |_| Amplifier { drain_hook, eof_serves: false }).unwrap().addr;
     let mut s = client(addr);
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(&requests()).unwrap();
@@ -112,10 +131,41 @@ fn run(half_close: bool) {
 
 #[test]
 fn pipelined_requests_wait_while_the_output_is_full_and_are_served_after() {
-    run(false);
+    run(false, false);
 }
 
 #[test]
 fn held_requests_are_served_before_the_peers_eof() {
-    run(true);
+    run(true, false);
+}
+
+#[test]
+fn an_on_drain_call_in_between_does_not_strand_the_held_input() {
+    run(false, true);
+}
+
+/// A peer that sends everything and its FIN in one go, to a handler that
+/// only answers in `on_eof`: `on_eof` stops at high water and is called
+/// again with the rest once the output drains.
+#[test]
+fn on_eof_that_stops_at_high_water_is_called_again() {
+    struct AtEof(Amplifier);
+    impl Handler<Seen> for AtEof {
+        fn on_data(&mut self, _: &mut Input<'_>, _: &mut Context<'_, Seen>) -> Flow {
+            Flow::Continue
+        }
+        fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, Seen>) -> Flow {
+            self.0.on_eof(input, cx)
+        }
+    }
+    let mut lp = EventLoop::with_state(Config::default(), Seen::default()).unwrap();
+    let addr = lp.listen(local(), |_| AtEof(Amplifier { drain_hook: false, eof_serves: true })).unwrap().addr;
+    let mut s = client(addr);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&requests()).unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let reader = thread::spawn(move || read_all_replies(s));
+    assert!(pump_until(&mut lp, Duration::from_secs(10), |_| reader.is_finished()), "client got every reply");
+    reader.join().unwrap();
+    assert_eq!(lp.state().replies, REQUESTS);
 }

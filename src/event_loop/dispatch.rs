@@ -82,8 +82,11 @@ impl<S: 'static> Loop<S> {
         conn.deadlines.after_call(now, declared, !conn.out.is_empty(), !conn.inbuf.is_empty());
         // Input left while the output is over high water is the output
         // bound at work (the handler stopped taking requests): it is handed
-        // back once the output drains, not when more bytes arrive.
-        conn.input_waiting = !conn.inbuf.is_empty() && conn.out.len() > cfg.high_water;
+        // back once the output drains, not when more bytes arrive. Only the
+        // hand-back clears the mark; other calls (on_drain, timers) leave it.
+        if !conn.inbuf.is_empty() && conn.out.len() > cfg.high_water {
+            conn.input_waiting = true;
+        }
         if matches!(kind, Call::Shutdown) && flow == Flow::Close {
             // Closed because the loop is stopping; one that goes on (a
             // request in flight) closes later for its own reason.
@@ -203,6 +206,13 @@ impl<S: 'static> Loop<S> {
             more |= conn.write_ready(cfg)? == Pass::More;
             let was_lingering = matches!(conn.state(), ConnState::Lingering { .. });
             let mut after = conn.after_write(cfg);
+            if conn.input_waiting
+                && conn.out.len() <= cfg.low_water
+                && (conn.reads() || conn.state() == ConnState::HalfClosed)
+            {
+                // Held input to hand back (`read_conn` does it).
+                after = Pass::More;
+            }
             let mut drained = conn.out.len() <= cfg.low_water && (conn.want_drain || !conn.drain_waiters.is_empty());
             if drained && conn.drain_later {
                 // `yield_now`: run `on_drain` from the pending queue, after
@@ -264,6 +274,14 @@ impl<S: 'static> Loop<S> {
             let Some((conn, cfg)) = self.conn_cfg(id) else { return Ok(Pass::Idle) };
             if let ConnState::Lingering { .. } = conn.state() {
                 return conn.discard(scratch, cfg);
+            }
+            if conn.input_waiting && conn.state() == ConnState::HalfClosed && conn.out.len() <= cfg.low_water {
+                // `on_eof` itself stopped at high water: it is called again
+                // with what it left, now that the output has drained.
+                conn.input_waiting = false;
+                trace!("conn {id}: output drained; handing back {} bytes of held input at EOF", conn.inbuf.len());
+                self.call(id, &[], Call::Eof);
+                return Ok(Pass::Idle);
             }
             if !conn.reads() {
                 return Ok(Pass::Idle);

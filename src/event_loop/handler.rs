@@ -191,13 +191,18 @@ pub trait Handler<S = ()> {
         Flow::Continue
     }
 
-    /// Bytes arrived. `input` holds everything unconsumed so far.
+    /// Bytes arrived, or (with no new bytes) the output drained after the
+    /// handler left input while it was over high water
+    /// ([`Context::over_high_water`]). `input` holds everything unconsumed
+    /// so far.
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow;
 
     /// The peer shut down its sending side. `input` holds what is still
     /// unconsumed; replies appended now are still delivered. The default
     /// closes after flushing; [`Flow::Continue`] keeps the write side open
-    /// (a half-closed connection) until the handler closes it.
+    /// (a half-closed connection) until the handler closes it. A handler
+    /// that leaves input here while its output is over high water is called
+    /// again, with that input, once the output has drained.
     fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         let _ = (input, cx);
         Flow::Close

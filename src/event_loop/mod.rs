@@ -18,9 +18,10 @@
 //!   received) until `WouldBlock` (or a short read), or until its per-event
 //!   budget runs out, in which case its token goes on the `pending` queue and
 //!   is run again after the pass's events (with a zero poll timeout next),
-//!   so one busy peer cannot starve the rest. The pending queue is run for at
-//!   most [`PENDING_SLICE`] of a pass (at least one source): what is left
-//!   waits for the next pass, after that pass's fresh events. A handler
+//!   so one busy peer cannot starve the rest. A source is on the queue at
+//!   most once. After the pass's events, the queue runs for at most
+//!   [`PENDING_SLICE`] (at least one source): what is left waits for the
+//!   next pass, after that pass's fresh events. A handler
 //!   doing expensive work a piece at a time (`Context::yield_now`) is run
 //!   from there, so its pieces never hold back other peers' I/O by more than
 //!   one piece. `Interrupted` is retried everywhere.
@@ -80,8 +81,9 @@ const SIGCHLD: Token = Token(usize::MAX - 1);
 const REAP_FALLBACK: Duration = Duration::from_millis(500);
 /// Big enough for any UDP datagram over IPv4 (65,507 bytes of payload).
 const SCRATCH: usize = 64 * 1024;
-/// How long one pass runs its pending queue (after its events) before it
-/// polls again; at least one pending source runs per pass.
+/// How long one pass runs its pending queue, timed from the end of its
+/// fresh events, before it polls again; at least one pending source runs
+/// per pass.
 pub const PENDING_SLICE: Duration = Duration::from_millis(1);
 
 /// What an event said a source may do; handed to registered sources'
@@ -285,14 +287,17 @@ impl<S: 'static> EventLoop<S> {
             self.drive(token, ready);
         }
         self.events = Some(events);
-        let slice_end = self.core.now + PENDING_SLICE;
+        // The slice starts after the fresh events: they never use it up.
+        let slice_end = Instant::now() + PENDING_SLICE;
         for i in 0..self.core.pending.len() {
             if i > 0 && Instant::now() >= slice_end {
                 // The rest runs after the next poll's fresh events.
                 break;
             }
-            if let Some(token) = self.core.pending.pop_front() {
-                self.drive(token, Readiness::ALL);
+            match self.core.next_pending() {
+                Some(Some(id)) => self.drive(id.token(), Readiness::ALL),
+                Some(None) => {}
+                None => break,
             }
         }
         self.core.fire_timers();
@@ -361,7 +366,7 @@ impl<S: 'static> EventLoop<S> {
             }
         };
         if more {
-            self.core.pending.push_back(token);
+            self.core.queue(id);
         }
         self.flush_dirty();
     }
@@ -379,7 +384,7 @@ impl<S: 'static> EventLoop<S> {
                     continue;
                 }
                 if self.core.drive_conn(id, Readiness::WRITE, scratch, spare_out) {
-                    self.core.pending.push_back(id.token());
+                    self.core.queue(id);
                 }
             }
             dirty.clear();
@@ -575,4 +580,25 @@ impl<S: 'static> Loop<S> {
 
 fn is_resource_exhaustion(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_source_is_on_the_pending_queue_at_most_once() {
+        let mut lp = EventLoop::new(Config::default()).unwrap();
+        let id = lp.listen("127.0.0.1:0".parse().unwrap(), |_| crate::services::echo::UpperEcho).unwrap().id;
+        for _ in 0..3 {
+            lp.core.queue(id);
+        }
+        assert_eq!(lp.core.pending.len(), 1);
+        assert_eq!(lp.core.next_pending(), Some(Some(id)));
+        assert_eq!(lp.core.next_pending(), None);
+        lp.core.queue(id);
+        assert_eq!(lp.core.pending.len(), 1, "queued again once taken off");
+        lp.core.remove(id).unwrap();
+        assert_eq!(lp.core.next_pending(), Some(None), "a source gone since is skipped");
+    }
 }

@@ -54,6 +54,8 @@ pub(crate) enum Source<S> {
 pub(crate) struct Entry<S> {
     pub(crate) serial: u64,
     pub(crate) source: Source<S>,
+    /// On the pending queue now (a source is queued at most once).
+    pub(crate) queued: bool,
 }
 
 /// Why an operation on a connection id was refused. Nothing was queued or
@@ -429,7 +431,7 @@ impl<S: 'static> Loop<S> {
             log::trace!("conn {id}: reading resumed");
             conn.held = false;
             if conn.reads() {
-                self.pending.push_back(id.token());
+                self.queue(id);
             }
         }
         Ok(())
@@ -441,7 +443,7 @@ impl<S: 'static> Loop<S> {
             conn.waits = conn.waits.saturating_sub(1);
             if conn.reads() {
                 log::trace!("conn {reader}: reading resumed (drained)");
-                self.pending.push_back(reader.token());
+                self.queue(reader);
             }
         }
     }
@@ -491,8 +493,32 @@ impl<S: 'static> Loop<S> {
     }
 
     pub(crate) fn insert(&mut self, id: SourceId, source: Source<S>) {
-        let key = self.sources.insert(Entry { serial: id.serial, source });
+        let key = self.sources.insert(Entry { serial: id.serial, source, queued: false });
         debug_assert_eq!(key, id.key);
+    }
+
+    /// Puts a source on the pending queue, unless it is there already: the
+    /// queue holds each source at most once, so it never outgrows the slab.
+    pub(crate) fn queue(&mut self, id: SourceId) {
+        if let Some(e) = self.sources.get_mut(id.key).filter(|e| e.serial == id.serial) {
+            if !e.queued {
+                e.queued = true;
+                self.pending.push_back(id.token());
+            }
+        }
+    }
+
+    /// Takes the next source off the pending queue (skipping any that has
+    /// gone since it was queued).
+    pub(crate) fn next_pending(&mut self) -> Option<Option<SourceId>> {
+        let token = self.pending.pop_front()?;
+        let id = self.id_of(token);
+        if let Some(id) = id {
+            if let Some(e) = self.sources.get_mut(id.key) {
+                e.queued = false;
+            }
+        }
+        Some(id)
     }
 
     #[inline]
@@ -542,7 +568,7 @@ impl<S: 'static> Loop<S> {
     #[inline]
     pub(crate) fn conn_cfg(&mut self, id: SourceId) -> Option<(&mut Conn<S>, &Config)> {
         match self.sources.get_mut(id.key) {
-            Some(Entry { serial, source: Source::Conn(c) }) if *serial == id.serial => Some((c, &self.cfg)),
+            Some(Entry { serial, source: Source::Conn(c), .. }) if *serial == id.serial => Some((c, &self.cfg)),
             _ => None,
         }
     }

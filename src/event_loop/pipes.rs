@@ -36,7 +36,7 @@ impl<S: 'static> Loop<S> {
                     self.insert(pid, Source::Pipe(pipe));
                     self.children.add_pipe(id, pid);
                     // Output may already be waiting: no edge will announce it.
-                    self.pending.push_back(pid.token());
+                    self.queue(pid);
                     trace!("pipe {pid}: child {} {:?} of conn {owner}", id.0, stream);
                 }
                 Err(e) => warn!("child {}: cannot register its {stream:?} pipe: {e}", id.0),
@@ -53,7 +53,7 @@ impl<S: 'static> Loop<S> {
                     p.paused = false;
                     let child = p.child;
                     trace!("pipe {pid}: resumed");
-                    self.pending.push_back(pid.token());
+                    self.queue(pid);
                     self.children.set_paused(child, pid, false, self.now);
                 }
             }

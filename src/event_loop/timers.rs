@@ -153,7 +153,7 @@ impl<S: 'static> Loop<S> {
                 (TimerKind::AcceptRetry, Some(Source::Listener(l))) => {
                     l.paused = false;
                     if self.accept(id) {
-                        self.pending.push_back(id.token());
+                        self.queue(id);
                     }
                 }
                 _ => {}

@@ -271,7 +271,7 @@ impl<S: 'static> Loop<S> {
     ) -> bool {
         let (budget, now) = (self.cfg.batch_budget, self.now);
         let own = &self.udp_local;
-        let Some(Entry { serial, source: Source::Udp(udp) }) = self.sources.get_mut(id.key) else { return false };
+        let Some(Entry { serial, source: Source::Udp(udp), .. }) = self.sources.get_mut(id.key) else { return false };
         if *serial != id.serial {
             return false;
         }
