@@ -58,7 +58,6 @@
 //!   whatever the disk has not finished.
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
@@ -388,15 +387,23 @@ impl Store {
                 }
             }
         };
-        let mut dirs = RootDirs { root: &self.root, files: HashMap::new() };
-        let (names, more) = page::page(&mut dirs, &start, prefix, after.as_deref(), limit);
-        let out = names
-            .into_iter()
-            .filter_map(|name| {
-                let &(size, mtime) = dirs.files.get(&name)?;
-                Some(Entry { name, size, mtime })
-            })
-            .collect();
+        let (names, more) = page::page(&mut RootDirs { root: &self.root }, &start, prefix, after.as_deref(), limit);
+        // Only the page's files are stat'ed, each through its directory
+        // (consecutive names mostly share one); one removed or replaced
+        // since the walk is left out.
+        let mut out = Vec::with_capacity(names.len());
+        let mut held: Option<(String, Dir)> = None;
+        for name in names {
+            let (parent, leaf) = split_name(&name);
+            if held.as_ref().map_or(true, |(p, _)| p != parent) {
+                held = self.root.open_dir(parent).ok().map(|d| (parent.to_string(), d));
+            }
+            let Some((_, dir)) = &held else { continue };
+            match dir.stat(leaf) {
+                Ok(st) if st.kind == Kind::File => out.push(Entry { name, size: st.size, mtime: st.mtime }),
+                _ => {}
+            }
+        }
         Ok((out, more))
     }
 }
@@ -424,29 +431,32 @@ fn read_small(dir: &Dir, name: &str) -> io::Result<Vec<u8>> {
 /// followed), never the hidden directory, and no directory whose name
 /// reaches [`MAX_NAME`] (nothing below it could be asked for). Each
 /// directory is opened from the root again, so a listing holds two
-/// descriptors at most. The files' sizes and times, read to tell files from
-/// directories, are kept for the page's entries.
+/// descriptors at most. What an entry is comes from the directory itself
+/// (`d_type`); only where the filesystem does not say is it stat'ed.
 struct RootDirs<'a> {
     root: &'a Dir,
-    files: HashMap<String, (u64, i64)>,
 }
 
 impl Dirs for RootDirs<'_> {
     fn read(&mut self, rel: &str) -> io::Result<Vec<(String, PageKind)>> {
         let dir = self.root.open_dir(rel).map_err(|r| io::Error::other(r.for_peer(rel)))?;
         let mut out = Vec::new();
-        for fname in dir.entries()? {
+        let mut entries = dir.entries()?;
+        while let Some((fname, kind)) = entries.next_with_kind() {
             let Ok(fname) = fname.into_string() else { continue };
             if rel.is_empty() && fname == HIDDEN {
                 continue;
             }
-            let Ok(st) = dir.stat(&fname) else { continue };
-            match st.kind {
+            let kind = match kind {
+                Some(k) => k,
+                None => match dir.stat(&fname) {
+                    Ok(st) => st.kind,
+                    Err(_) => continue,
+                },
+            };
+            match kind {
                 Kind::Dir if rel.len() + fname.len() < MAX_NAME => out.push((fname, PageKind::Dir)),
-                Kind::File => {
-                    self.files.insert(format!("{rel}{fname}"), (st.size, st.mtime));
-                    out.push((fname, PageKind::File));
-                }
+                Kind::File => out.push((fname, PageKind::File)),
                 _ => {}
             }
         }

@@ -443,10 +443,10 @@ pub struct Entries {
     dir: NonNull<libc::DIR>,
 }
 
-impl Iterator for Entries {
-    type Item = OsString;
-
-    fn next(&mut self) -> Option<OsString> {
+impl Entries {
+    /// The next name, with what the directory says it is (`d_type`), when
+    /// the filesystem says (`None`: ask `Dir::stat`).
+    pub fn next_with_kind(&mut self) -> Option<(OsString, Option<Kind>)> {
         loop {
             // SAFETY: `dir` is open and only this iterator uses it.
             let ent = unsafe { libc::readdir(self.dir.as_ptr()) };
@@ -457,9 +457,25 @@ impl Iterator for Entries {
             // valid until the next readdir on this stream.
             let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) }.to_bytes();
             if name != b"." && name != b".." {
-                return Some(OsString::from_vec(name.to_vec()));
+                // SAFETY: as above; d_type is a plain byte of the entry.
+                let kind = match unsafe { (*ent).d_type } {
+                    libc::DT_REG => Some(Kind::File),
+                    libc::DT_DIR => Some(Kind::Dir),
+                    libc::DT_LNK => Some(Kind::Symlink),
+                    libc::DT_UNKNOWN => None,
+                    _ => Some(Kind::Other),
+                };
+                return Some((OsString::from_vec(name.to_vec()), kind));
             }
         }
+    }
+}
+
+impl Iterator for Entries {
+    type Item = OsString;
+
+    fn next(&mut self) -> Option<OsString> {
+        self.next_with_kind().map(|(name, _)| name)
     }
 }
 
