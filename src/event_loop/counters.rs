@@ -12,6 +12,7 @@
 use std::time::Duration;
 
 use super::conn::Conn;
+use super::handler::CloseReason;
 use super::ops::{Loop, Source};
 
 /// Counters of one listener over its life.
@@ -27,6 +28,13 @@ pub struct ListenerStats {
     pub bytes_in: u64,
     /// Bytes written to its connections.
     pub bytes_out: u64,
+    /// Connections closed by a socket error (reset, broken pipe, other).
+    pub errors: u64,
+    /// Connections closed by a message, idle or send timeout.
+    pub timeouts: u64,
+    /// Connections closed because their unparsed input or unsent output
+    /// went over its limit.
+    pub overflows: u64,
 }
 
 impl ListenerStats {
@@ -37,6 +45,24 @@ impl ListenerStats {
         self.open = self.open.saturating_add(other.open);
         self.bytes_in = self.bytes_in.saturating_add(other.bytes_in);
         self.bytes_out = self.bytes_out.saturating_add(other.bytes_out);
+        self.errors = self.errors.saturating_add(other.errors);
+        self.timeouts = self.timeouts.saturating_add(other.timeouts);
+        self.overflows = self.overflows.saturating_add(other.overflows);
+    }
+
+    /// Counts a closed connection: no longer open, its last bytes, and the
+    /// kind of its close.
+    pub(crate) fn on_close(&mut self, bytes_in: u64, bytes_out: u64, reason: &CloseReason) {
+        self.open = self.open.saturating_sub(1);
+        self.bytes_in = self.bytes_in.saturating_add(bytes_in);
+        self.bytes_out = self.bytes_out.saturating_add(bytes_out);
+        let kind = match reason {
+            CloseReason::Reset | CloseReason::Error(_) => &mut self.errors,
+            CloseReason::Timeout(_) => &mut self.timeouts,
+            CloseReason::InputOverflow | CloseReason::OutputOverflow => &mut self.overflows,
+            _ => return,
+        };
+        *kind = kind.saturating_add(1);
     }
 }
 

@@ -535,11 +535,6 @@ impl<S: 'static> Loop<S> {
         match entry.source {
             Source::Conn(mut c) => {
                 c.deregister(&self.registry);
-                if let Some(Source::Listener(l)) = c.listener.and_then(|lid| self.get_mut(lid)) {
-                    l.stats.open = l.stats.open.saturating_sub(1);
-                    l.stats.bytes_in = l.stats.bytes_in.saturating_add(c.bytes_in);
-                    l.stats.bytes_out = l.stats.bytes_out.saturating_add(c.bytes_out);
-                }
                 self.conns -= 1;
                 self.fds_held -= c.fds;
                 self.stats.closed += 1;
@@ -547,6 +542,9 @@ impl<S: 'static> Loop<S> {
                     self.compact_timers();
                 }
                 let reason = if c.state() == ConnState::Closed { c.take_reason() } else { CloseReason::Shutdown };
+                if let Some(Source::Listener(l)) = c.listener.and_then(|lid| self.get_mut(lid)) {
+                    l.stats.on_close(c.bytes_in, c.bytes_out, &reason);
+                }
                 if let CloseReason::ConnectFailed(_) = reason {
                     // Every way a connect fails ends here: counted once.
                     self.stats.connect_failed += 1;
