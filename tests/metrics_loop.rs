@@ -27,7 +27,7 @@ fn listener_counts_connections_and_bytes() {
     a.read_exact(&mut buf).unwrap();
     assert_eq!(&buf, b"HELLO");
     let s = lp.listener_stats(bound.id).unwrap();
-    assert_eq!(s, ListenerStats { accepted: 2, refused: 0, open: 2, bytes_in: 8, bytes_out: 8 });
+    assert_eq!(s, ListenerStats { accepted: 2, refused: 0, open: 2, bytes_in: 8, bytes_out: 8, ..Default::default() });
     drop(a);
     drive_until(&mut lp, |lp| lp.listener_stats(bound.id).unwrap().open == 1);
     let s = lp.listener_stats(bound.id).unwrap();

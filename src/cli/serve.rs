@@ -9,10 +9,12 @@
 //! the stateless services' addresses itself with `SO_REUSEPORT` and the
 //! kernel spreads connections across them. The loops share nothing.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use log::info;
 use wireloop::services::exec::ExecService;
 use wireloop::services::framed::FramedConfig;
 use wireloop::services::handshake::HandshakeConfig;
+use wireloop::services::metrics::{self, Catalog, MetricsService, Published};
 use wireloop::{services, Bound, Config, EventLoop};
 
 use super::{parse_addr, values, Order};
@@ -79,6 +82,10 @@ pub struct ServeArgs {
     /// SO_REUSEPORT; `files` and `exec` run on the first only.
     #[arg(long, value_name = "N", default_value_t = 1)]
     workers: usize,
+    /// Serve Prometheus metrics (`GET /metrics`, HTTP/1.1) on this address;
+    /// off unless given. Keep it on loopback or a private network.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    metrics: Option<SocketAddr>,
     #[command(flatten)]
     limits: super::limits::LimitArgs,
 }
@@ -86,13 +93,19 @@ pub struct ServeArgs {
 type Install = Box<dyn FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound>>;
 
 /// (name, transport, address, how to add it to the loop)
-fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr, Install)>, String> {
+/// Services with counters of their own register probes in `catalog`.
+fn plan(
+    args: &ServeArgs,
+    catalog: &RefCell<Catalog>,
+) -> Result<Vec<(&'static str, &'static str, SocketAddr, Install)>, String> {
     let framed = FramedConfig { order: args.byte_order.into(), max: args.max_frame };
     let handshake = HandshakeConfig { max: args.max_frame as u64, quiet: args.handshake_quiet_ms };
     let all: Vec<(&'static str, &'static str, SocketAddr, Install)> = vec![
         ("echo", "tcp", args.echo, Box::new(|lp, a| lp.listen(a, services::echo::service()))),
         ("udp-echo", "udp", args.udp_echo, {
             let svc = services::udp_echo::service(args.time.rate(args.udp_echo_rate, args.udp_echo_burst));
+            let limited = svc.guard().limited_counter();
+            catalog.borrow_mut().udp_rate_limited("udp-echo", move || limited.get());
             Box::new(move |lp, a| lp.bind_udp(a, svc))
         }),
         ("framed", "tcp", args.framed, Box::new(move |lp, a| lp.listen(a, services::framed::service(framed)))),
@@ -106,7 +119,7 @@ fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr,
             let cfg = args.files.config()?;
             Box::new(move |lp, a| lp.listen(a, services::files::service(&cfg)?))
         }),
-        ("time", "udp", args.time.time, Box::new(args.time.install_time())),
+        ("time", "udp", args.time.time, Box::new(args.time.install_time(catalog))),
         ("sntp", "udp", args.time.sntp, Box::new(args.time.install_sntp())),
     ];
     let mut all = all;
@@ -123,10 +136,10 @@ fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr,
     }
     // RFC 868 and 867 are off unless an address is given.
     if let Some(addr) = args.time.rfc868 {
-        all.push(("rfc868", "udp", addr, Box::new(args.time.install_rfc868())));
+        all.push(("rfc868", "udp", addr, Box::new(args.time.install_rfc868(catalog))));
     }
     if let Some(addr) = args.time.daytime {
-        all.push(("daytime", "udp", addr, Box::new(args.time.install_daytime())));
+        all.push(("daytime", "udp", addr, Box::new(args.time.install_daytime(catalog))));
     }
     Ok(all.into_iter().filter(|(name, ..)| wants(name)).collect())
 }
@@ -150,15 +163,17 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     let mut resolved: HashMap<&'static str, SocketAddr> = HashMap::new();
     let mut lines = Vec::new();
     let mut joins = Vec::new();
+    let published = Published::default();
     for w in 0..workers {
         let (tx, rx) = mpsc::channel();
         let (args, stopper2, known) = (args.clone(), stopper.clone(), resolved.clone());
+        let shared = (workers > 1).then(|| published.clone());
         // A subreaper: commands' descendants that leave their process group
         // are reparented here, so the exec service can kill and reap them.
         let cfg = Config { reuse_port: workers > 1, subreaper: true, ..cfg.clone() };
         let join = std::thread::Builder::new()
             .name(format!("loop-{w}"))
-            .spawn(move || worker(w, &args, cfg, grace, &known, &tx, &stopper2))
+            .spawn(move || worker(Worker { w, args: &args, cfg, grace, known: &known, shared }, &tx, &stopper2))
             .map_err(|e| format!("cannot start worker {w}: {e}"))?;
         match rx.recv() {
             Ok(Ok(bound)) if w == 0 => {
@@ -201,28 +216,51 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How often workers other than the first publish their figures for the
+/// metrics endpoint (which reads the first worker's live).
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
+/// What one worker is given.
+struct Worker<'a> {
+    w: usize,
+    args: &'a ServeArgs,
+    cfg: Config,
+    grace: Duration,
+    known: &'a HashMap<&'static str, SocketAddr>,
+    /// The workers' published metrics, with more than one worker.
+    shared: Option<Published>,
+}
+
 /// One loop on its own thread: binds its share of the services (the
 /// addresses the first worker resolved, for port 0), reports them, and runs
 /// until stopped.
-fn worker(
-    w: usize,
-    args: &ServeArgs,
-    cfg: Config,
-    grace: Duration,
-    known: &HashMap<&'static str, SocketAddr>,
-    tx: &mpsc::Sender<Result<Vec<Bound3>, String>>,
-    stopper: &Stopper,
-) -> Result<(), String> {
+fn worker(wk: Worker<'_>, tx: &mpsc::Sender<Result<Vec<Bound3>, String>>, stopper: &Stopper) -> Result<(), String> {
+    let Worker { w, args, cfg, grace, known, shared } = wk;
     let setup = || -> Result<(EventLoop, Vec<Bound3>), String> {
         let mut lp = EventLoop::new(cfg).map_err(|e| format!("cannot create the event loop: {e}"))?;
         let mut bound = Vec::new();
-        for (name, transport, addr, install) in plan(args)? {
+        let catalog = Rc::new(RefCell::new(Catalog::default()));
+        for (name, transport, addr, install) in plan(args, &catalog)? {
             if w > 0 && !PER_WORKER.contains(&name) {
                 continue;
             }
             let addr = known.get(name).copied().unwrap_or(addr);
             let b = install(&mut lp, addr).map_err(|e| format!("cannot bind {name} ({transport}) on {addr}: {e}"))?;
+            match transport {
+                "tcp" => catalog.borrow_mut().tcp(name, b.id),
+                _ => catalog.borrow_mut().udp(name, b.id),
+            }
             bound.push((name, transport, b.addr));
+        }
+        match (w, args.metrics, shared) {
+            (0, Some(addr), shared) => {
+                let svc = MetricsService::new(catalog.clone(), shared.map(|s| (s, 0)));
+                let b = lp.listen(addr, svc).map_err(|e| format!("cannot bind metrics (tcp) on {addr}: {e}"))?;
+                catalog.borrow_mut().tcp("metrics", b.id);
+                bound.push(("metrics", "tcp", b.addr));
+            }
+            (w, Some(_), Some(shared)) => metrics::publish_every(&mut lp, catalog, shared, w, PUBLISH_EVERY),
+            _ => {}
         }
         Ok((lp, bound))
     };

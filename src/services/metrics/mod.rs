@@ -138,7 +138,8 @@ type FamilyProbe = Rc<dyn Fn(&mut Vec<Family>)>;
 #[derive(Default, Clone)]
 pub struct Catalog {
     tcp: Vec<(&'static str, SourceId)>,
-    udp: Vec<(&'static str, SourceId, Option<Probe>)>,
+    udp: Vec<(&'static str, SourceId)>,
+    rate_limited: Vec<(&'static str, Probe)>,
     probes: Vec<FamilyProbe>,
 }
 
@@ -156,14 +157,13 @@ impl Catalog {
 
     /// Names a UDP socket.
     pub fn udp(&mut self, name: &'static str, id: SourceId) {
-        self.udp.push((name, id, None));
+        self.udp.push((name, id));
     }
 
-    /// Gives the UDP socket `name` a probe of its service's rate-limit refusals.
+    /// Gives the UDP service `name` a probe of its rate-limit refusals (named
+    /// before or after its socket).
     pub fn udp_rate_limited(&mut self, name: &'static str, probe: impl Fn() -> u64 + 'static) {
-        if let Some(e) = self.udp.iter_mut().find(|(n, ..)| *n == name) {
-            e.2 = Some(Rc::new(probe));
-        }
+        self.rate_limited.push((name, Rc::new(probe)));
     }
 
     /// Adds a probe that appends a service's own counter families.
@@ -179,9 +179,10 @@ impl Catalog {
         for &(name, id) in &self.tcp {
             snap.tcp.push((name, lp.listener_stats(id).unwrap_or_default()));
         }
-        for (name, id, probe) in &self.udp {
-            let stats = lp.udp_stats(*id).unwrap_or_default();
-            snap.udp.push((name, UdpEntry { stats, rate_limited: probe.as_ref().map(|p| p()) }));
+        for &(name, id) in &self.udp {
+            let stats = lp.udp_stats(id).unwrap_or_default();
+            let rate_limited = self.rate_limited.iter().find(|(n, _)| *n == name).map(|(_, p)| p());
+            snap.udp.push((name, UdpEntry { stats, rate_limited }));
         }
         for p in &self.probes {
             p(&mut snap.services);
