@@ -127,6 +127,7 @@ fn plan(
     match args.exec.exec {
         Some(addr) => {
             let svc = ExecService::new(args.exec.config(addr)?);
+            exec_probe(catalog, &svc);
             all.push(("exec", "tcp", addr, Box::new(move |lp, a| lp.listen(a, svc))));
         }
         None if args.only.as_ref().is_some_and(|o| o.iter().any(|n| n == "exec")) => {
@@ -142,6 +143,54 @@ fn plan(
         all.push(("daytime", "udp", addr, Box::new(args.time.install_daytime(catalog))));
     }
     Ok(all.into_iter().filter(|(name, ..)| wants(name)).collect())
+}
+
+/// Registers the exec service's figures with the metrics catalog.
+fn exec_probe(catalog: &RefCell<Catalog>, svc: &ExecService) {
+    use wireloop::services::exec::{ERROR_KINDS, KILL_REASONS};
+    use wireloop::services::metrics::Family;
+    let (running, counters) = (svc.running(), svc.counters());
+    catalog.borrow_mut().probe(move |out| {
+        let family = |name, kind, help, samples| Family { name, kind, help, samples };
+        let svc = "service=\"exec\"";
+        out.push(family(
+            "wireloop_exec_commands_running",
+            "gauge",
+            "Commands running now.",
+            vec![(svc, running.get() as u64)],
+        ));
+        out.push(family(
+            "wireloop_exec_commands_started_total",
+            "counter",
+            "Commands started.",
+            vec![(svc, counters.started.get())],
+        ));
+        const KILLED: [&str; 3] = [
+            "service=\"exec\",reason=\"timeout\"",
+            "service=\"exec\",reason=\"output_cap\"",
+            "service=\"exec\",reason=\"closed\"",
+        ];
+        const ERRORS: [&str; 4] = [
+            "service=\"exec\",kind=\"bad_request\"",
+            "service=\"exec\",kind=\"busy\"",
+            "service=\"exec\",kind=\"spawn\"",
+            "service=\"exec\",kind=\"token\"",
+        ];
+        debug_assert!(KILLED.iter().zip(KILL_REASONS).all(|(l, r)| l.contains(r)));
+        debug_assert!(ERRORS.iter().zip(ERROR_KINDS).all(|(l, k)| l.contains(k)));
+        out.push(family(
+            "wireloop_exec_commands_killed_total",
+            "counter",
+            "Commands killed, by reason (timeout, output_cap, closed: the client went away).",
+            KILLED.iter().zip(&counters.killed).map(|(l, c)| (*l, c.get())).collect(),
+        ));
+        out.push(family(
+            "wireloop_exec_request_errors_total",
+            "counter",
+            "Requests answered with an error, by kind.",
+            ERRORS.iter().zip(&counters.errors).map(|(l, c)| (*l, c.get())).collect(),
+        ));
+    });
 }
 
 /// Services every worker runs; the others keep state on disk or limit
