@@ -1,6 +1,6 @@
-//! `serve --exec … --metrics …`: the exec service's own counters (commands
-//! started, running, killed by reason, request errors by kind) after known
-//! requests.
+//! `serve --exec/--files … --metrics …`: the exec and files services' own
+//! counters (commands started, running, killed by reason, request errors by
+//! kind; uploads, downloads, bytes, partials kept) after known requests.
 
 mod util;
 
@@ -89,4 +89,57 @@ fn exec_counters_match_the_requests() {
     assert_eq!(v("wireloop_exec_request_errors_total{service=\"exec\",kind=\"bad_request\"}"), Some(1.0));
     assert_eq!(v("wireloop_exec_request_errors_total{service=\"exec\",kind=\"busy\"}"), Some(0.0));
     assert_eq!(v("wireloop_tcp_connections_accepted_total{service=\"exec\"}"), Some(4.0));
+}
+
+#[test]
+fn files_counters_match_the_transfers() {
+    use util::{files_header as header, files_reply as reply, md5_hex};
+    let root = tempfile::tempdir().unwrap();
+    let args: Vec<String> = [
+        "serve",
+        "--only",
+        "files",
+        "--files",
+        "127.0.0.1:0",
+        "--files-root",
+        root.path().to_str().unwrap(),
+        "--metrics",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let srv = Server::start_args(&args, 2);
+    let (files, metrics) = (srv.addr("files"), srv.addr("metrics"));
+    let data = vec![7u8; 3000];
+    let mut s = TcpStream::connect(files).unwrap();
+    s.write_all(&header(&json!({"file_name": "a.bin", "file_size": 3000, "md5": md5_hex(&data)}))).unwrap();
+    s.write_all(&data).unwrap();
+    assert_eq!(reply(&mut s)["ok"], true);
+    s.write_all(&header(&json!({"op": "get", "file_name": "a.bin"}))).unwrap();
+    assert_eq!(reply(&mut s)["ok"], true);
+    let mut body = vec![0; 3000];
+    s.read_exact(&mut body).unwrap();
+    assert_eq!(body, data);
+    // An upload cut after 1000 of its 3000 bytes keeps its partial.
+    let mut cut = TcpStream::connect(files).unwrap();
+    cut.write_all(&header(&json!({"file_name": "b.bin", "file_size": 3000, "md5": md5_hex(&data)}))).unwrap();
+    cut.write_all(&data[..1000]).unwrap();
+    let end = Instant::now() + Duration::from_secs(5);
+    while value(&scrape(metrics), "wireloop_files_received_bytes_total{service=\"files\"}") != Some(4000.0) {
+        assert!(Instant::now() < end, "the cut upload's bytes never arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(cut);
+    let mut body = scrape(metrics);
+    while value(&body, "wireloop_files_partials_kept_total{service=\"files\"}") != Some(1.0) && Instant::now() < end {
+        std::thread::sleep(Duration::from_millis(20));
+        body = scrape(metrics);
+    }
+    let v = |n: &str| value(&body, &format!("{n}{{service=\"files\"}}"));
+    assert_eq!(v("wireloop_files_partials_kept_total"), Some(1.0), "{body}");
+    assert_eq!(v("wireloop_files_uploads_total"), Some(1.0));
+    assert_eq!(v("wireloop_files_downloads_total"), Some(1.0));
+    assert_eq!(v("wireloop_files_received_bytes_total"), Some(4000.0));
+    assert_eq!(v("wireloop_files_sent_bytes_total"), Some(3000.0));
 }

@@ -21,6 +21,7 @@ use std::time::Duration;
 use clap::Args;
 use log::info;
 use wireloop::services::exec::ExecService;
+use wireloop::services::files::storage::FilesCounters;
 use wireloop::services::framed::FramedConfig;
 use wireloop::services::handshake::HandshakeConfig;
 use wireloop::services::metrics::{self, Catalog, MetricsService, Published};
@@ -96,7 +97,7 @@ type Install = Box<dyn FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound>>;
 /// Services with counters of their own register probes in `catalog`.
 fn plan(
     args: &ServeArgs,
-    catalog: &RefCell<Catalog>,
+    catalog: &Rc<RefCell<Catalog>>,
 ) -> Result<Vec<(&'static str, &'static str, SocketAddr, Install)>, String> {
     let framed = FramedConfig { order: args.byte_order.into(), max: args.max_frame };
     let handshake = HandshakeConfig { max: args.max_frame as u64, quiet: args.handshake_quiet_ms };
@@ -117,7 +118,12 @@ fn plan(
         ),
         ("files", "tcp", args.files.files, {
             let cfg = args.files.config()?;
-            Box::new(move |lp, a| lp.listen(a, services::files::service(&cfg)?))
+            let catalog = Rc::clone(catalog);
+            Box::new(move |lp, a| {
+                let (svc, counters) = services::files::service_counted(&cfg)?;
+                files_probe(&catalog, counters);
+                lp.listen(a, svc)
+            })
         }),
         ("time", "udp", args.time.time, Box::new(args.time.install_time(catalog))),
         ("sntp", "udp", args.time.sntp, Box::new(args.time.install_sntp())),
@@ -143,6 +149,28 @@ fn plan(
         all.push(("daytime", "udp", addr, Box::new(args.time.install_daytime(catalog))));
     }
     Ok(all.into_iter().filter(|(name, ..)| wants(name)).collect())
+}
+
+/// Registers the files service's figures with the metrics catalog.
+fn files_probe(catalog: &RefCell<Catalog>, counters: Rc<FilesCounters>) {
+    use wireloop::services::metrics::Family;
+    catalog.borrow_mut().probe(move |out| {
+        let c = &counters;
+        let rows: [(&'static str, &'static str, u64); 5] = [
+            ("wireloop_files_uploads_total", "Uploads committed.", c.uploads.get()),
+            ("wireloop_files_downloads_total", "Downloads sent whole.", c.downloads.get()),
+            ("wireloop_files_received_bytes_total", "File bytes written by uploads.", c.received_bytes.get()),
+            ("wireloop_files_sent_bytes_total", "File bytes read for downloads.", c.sent_bytes.get()),
+            (
+                "wireloop_files_partials_kept_total",
+                "Uploads ended without a commit whose partial file was kept for a resume.",
+                c.partials_kept.get(),
+            ),
+        ];
+        for (name, help, v) in rows {
+            out.push(Family { name, kind: "counter", help, samples: vec![("service=\"files\"", v)] });
+        }
+    });
 }
 
 /// Registers the exec service's figures with the metrics catalog.
