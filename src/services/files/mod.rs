@@ -149,6 +149,8 @@ pub fn service(cfg: &FilesConfig) -> io::Result<Refusing<impl FnMut(PeerAddr) ->
 }
 
 /// [`service`], and the store's counters (for the metrics endpoint).
+// The `impl` type cannot be named in a type alias on stable Rust.
+#[allow(clippy::type_complexity)]
 pub fn service_counted(cfg: &FilesConfig) -> io::Result<(Refusing<impl FnMut(PeerAddr) -> Files>, Rc<FilesCounters>)> {
     let store = Rc::new(Store::open_with(&cfg.root, cfg.max_size, cfg.partial_max_age, &cfg.partials)?);
     let counters = store.counters();
