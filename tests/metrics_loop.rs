@@ -49,3 +49,29 @@ fn refused_connections_are_counted_on_their_listener() {
     let s = lp.listener_stats(bound.id).unwrap();
     assert_eq!((s.accepted, s.refused, s.open), (1, 1, 1));
 }
+
+#[test]
+fn closes_are_counted_by_kind() {
+    let cfg = Config { max_input: 16, ..Config::default() };
+    let mut lp = EventLoop::new(cfg).unwrap();
+    let echo = lp.listen("127.0.0.1:0".parse().unwrap(), services::echo::service()).unwrap();
+    let framed = wireloop::services::framed::FramedConfig::default();
+    let fr = lp.listen("127.0.0.1:0".parse().unwrap(), services::framed::service(framed)).unwrap();
+    // A reset (SO_LINGER 0, then close) after the connection was accepted.
+    let a = TcpStream::connect(echo.addr).unwrap();
+    drive_until(&mut lp, |lp| lp.listener_stats(echo.id).unwrap().open == 1);
+    socket2::SockRef::from(&a).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(a);
+    drive_until(&mut lp, |lp| lp.listener_stats(echo.id).unwrap().open == 0);
+    // A frame announced longer than the input limit lets input pile up.
+    let mut b = TcpStream::connect(fr.addr).unwrap();
+    b.write_all(&1000u32.to_le_bytes()).unwrap();
+    b.write_all(&[b'x'; 64]).unwrap();
+    drive_until(&mut lp, |lp| lp.listener_stats(fr.id).unwrap().bytes_in == 68);
+    // The server lingers, throwing input away, until our EOF.
+    b.shutdown(std::net::Shutdown::Write).unwrap();
+    drive_until(&mut lp, |lp| lp.listener_stats(fr.id).unwrap().open == 0);
+    let (e, f) = (lp.listener_stats(echo.id).unwrap(), lp.listener_stats(fr.id).unwrap());
+    assert_eq!((e.errors, e.timeouts, e.overflows), (1, 0, 0), "{e:?}");
+    assert_eq!((f.errors, f.timeouts, f.overflows), (0, 0, 1), "{f:?}");
+}
