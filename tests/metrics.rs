@@ -203,3 +203,13 @@ fn rate_limited_datagrams_are_counted() {
     assert_eq!(udp("wireloop_udp_sent_datagrams_total"), Some(2.0));
     assert_eq!(udp("wireloop_udp_rate_limited_datagrams_total"), Some(3.0));
 }
+
+#[test]
+fn sigterm_stops_workers_that_publish() {
+    let mut srv = start(3, &[]);
+    scrape(srv.addr("metrics"));
+    std::thread::sleep(Duration::from_millis(300));
+    srv.signal("TERM");
+    let status = srv.wait_exit(Duration::from_secs(5)).expect("no exit within 5 s of SIGTERM");
+    assert!(status.success(), "{status:?}");
+}
