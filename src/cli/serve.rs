@@ -9,18 +9,22 @@
 //! the stateless services' addresses itself with `SO_REUSEPORT` and the
 //! kernel spreads connections across them. The loops share nothing.
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use clap::Args;
 use log::info;
 use wireloop::services::exec::ExecService;
+use wireloop::services::files::storage::FilesCounters;
 use wireloop::services::framed::FramedConfig;
 use wireloop::services::handshake::HandshakeConfig;
+use wireloop::services::metrics::{self, Catalog, MetricsService, Published};
 use wireloop::{services, Bound, Config, EventLoop};
 
 use super::{parse_addr, values, Order};
@@ -79,6 +83,10 @@ pub struct ServeArgs {
     /// SO_REUSEPORT; `files` and `exec` run on the first only.
     #[arg(long, value_name = "N", default_value_t = 1)]
     workers: usize,
+    /// Serve Prometheus metrics (`GET /metrics`, HTTP/1.1) on this address;
+    /// off unless given. Keep it on loopback or a private network.
+    #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
+    metrics: Option<SocketAddr>,
     #[command(flatten)]
     limits: super::limits::LimitArgs,
 }
@@ -86,13 +94,19 @@ pub struct ServeArgs {
 type Install = Box<dyn FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound>>;
 
 /// (name, transport, address, how to add it to the loop)
-fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr, Install)>, String> {
+/// Services with counters of their own register probes in `catalog`.
+fn plan(
+    args: &ServeArgs,
+    catalog: &Rc<RefCell<Catalog>>,
+) -> Result<Vec<(&'static str, &'static str, SocketAddr, Install)>, String> {
     let framed = FramedConfig { order: args.byte_order.into(), max: args.max_frame };
     let handshake = HandshakeConfig { max: args.max_frame as u64, quiet: args.handshake_quiet_ms };
     let all: Vec<(&'static str, &'static str, SocketAddr, Install)> = vec![
         ("echo", "tcp", args.echo, Box::new(|lp, a| lp.listen(a, services::echo::service()))),
         ("udp-echo", "udp", args.udp_echo, {
             let svc = services::udp_echo::service(args.time.rate(args.udp_echo_rate, args.udp_echo_burst));
+            let limited = svc.guard().limited_counter();
+            catalog.borrow_mut().udp_rate_limited("udp-echo", move || limited.get());
             Box::new(move |lp, a| lp.bind_udp(a, svc))
         }),
         ("framed", "tcp", args.framed, Box::new(move |lp, a| lp.listen(a, services::framed::service(framed)))),
@@ -104,9 +118,14 @@ fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr,
         ),
         ("files", "tcp", args.files.files, {
             let cfg = args.files.config()?;
-            Box::new(move |lp, a| lp.listen(a, services::files::service(&cfg)?))
+            let catalog = Rc::clone(catalog);
+            Box::new(move |lp, a| {
+                let (svc, counters) = services::files::service_counted(&cfg)?;
+                files_probe(&catalog, counters);
+                lp.listen(a, svc)
+            })
         }),
-        ("time", "udp", args.time.time, Box::new(args.time.install_time())),
+        ("time", "udp", args.time.time, Box::new(args.time.install_time(catalog))),
         ("sntp", "udp", args.time.sntp, Box::new(args.time.install_sntp())),
     ];
     let mut all = all;
@@ -114,6 +133,7 @@ fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr,
     match args.exec.exec {
         Some(addr) => {
             let svc = ExecService::new(args.exec.config(addr)?);
+            exec_probe(catalog, &svc);
             all.push(("exec", "tcp", addr, Box::new(move |lp, a| lp.listen(a, svc))));
         }
         None if args.only.as_ref().is_some_and(|o| o.iter().any(|n| n == "exec")) => {
@@ -123,12 +143,82 @@ fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr,
     }
     // RFC 868 and 867 are off unless an address is given.
     if let Some(addr) = args.time.rfc868 {
-        all.push(("rfc868", "udp", addr, Box::new(args.time.install_rfc868())));
+        all.push(("rfc868", "udp", addr, Box::new(args.time.install_rfc868(catalog))));
     }
     if let Some(addr) = args.time.daytime {
-        all.push(("daytime", "udp", addr, Box::new(args.time.install_daytime())));
+        all.push(("daytime", "udp", addr, Box::new(args.time.install_daytime(catalog))));
     }
     Ok(all.into_iter().filter(|(name, ..)| wants(name)).collect())
+}
+
+/// Registers the files service's figures with the metrics catalog.
+fn files_probe(catalog: &RefCell<Catalog>, counters: Rc<FilesCounters>) {
+    use wireloop::services::metrics::Family;
+    catalog.borrow_mut().probe(move |out| {
+        let c = &counters;
+        let rows: [(&'static str, &'static str, u64); 5] = [
+            ("wireloop_files_uploads_total", "Uploads committed.", c.uploads.get()),
+            ("wireloop_files_downloads_total", "Downloads sent whole.", c.downloads.get()),
+            ("wireloop_files_received_bytes_total", "File bytes written by uploads.", c.received_bytes.get()),
+            ("wireloop_files_sent_bytes_total", "File bytes read for downloads.", c.sent_bytes.get()),
+            (
+                "wireloop_files_partials_kept_total",
+                "Uploads ended without a commit whose partial file was kept for a resume.",
+                c.partials_kept.get(),
+            ),
+        ];
+        for (name, help, v) in rows {
+            out.push(Family { name, kind: "counter", help, samples: vec![("service=\"files\"", v)] });
+        }
+    });
+}
+
+/// Registers the exec service's figures with the metrics catalog.
+fn exec_probe(catalog: &RefCell<Catalog>, svc: &ExecService) {
+    use wireloop::services::exec::{ERROR_KINDS, KILL_REASONS};
+    use wireloop::services::metrics::Family;
+    let (running, counters) = (svc.running(), svc.counters());
+    catalog.borrow_mut().probe(move |out| {
+        let family = |name, kind, help, samples| Family { name, kind, help, samples };
+        let svc = "service=\"exec\"";
+        out.push(family(
+            "wireloop_exec_commands_running",
+            "gauge",
+            "Commands running now.",
+            vec![(svc, running.get() as u64)],
+        ));
+        out.push(family(
+            "wireloop_exec_commands_started_total",
+            "counter",
+            "Commands started.",
+            vec![(svc, counters.started.get())],
+        ));
+        const KILLED: [&str; 3] = [
+            "service=\"exec\",reason=\"timeout\"",
+            "service=\"exec\",reason=\"output_cap\"",
+            "service=\"exec\",reason=\"closed\"",
+        ];
+        const ERRORS: [&str; 4] = [
+            "service=\"exec\",kind=\"bad_request\"",
+            "service=\"exec\",kind=\"busy\"",
+            "service=\"exec\",kind=\"spawn\"",
+            "service=\"exec\",kind=\"token\"",
+        ];
+        debug_assert!(KILLED.iter().zip(KILL_REASONS).all(|(l, r)| l.contains(r)));
+        debug_assert!(ERRORS.iter().zip(ERROR_KINDS).all(|(l, k)| l.contains(k)));
+        out.push(family(
+            "wireloop_exec_commands_killed_total",
+            "counter",
+            "Commands killed, by reason (timeout, output_cap, closed: the client went away).",
+            KILLED.iter().zip(&counters.killed).map(|(l, c)| (*l, c.get())).collect(),
+        ));
+        out.push(family(
+            "wireloop_exec_request_errors_total",
+            "counter",
+            "Requests answered with an error, by kind.",
+            ERRORS.iter().zip(&counters.errors).map(|(l, c)| (*l, c.get())).collect(),
+        ));
+    });
 }
 
 /// Services every worker runs; the others keep state on disk or limit
@@ -150,15 +240,17 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     let mut resolved: HashMap<&'static str, SocketAddr> = HashMap::new();
     let mut lines = Vec::new();
     let mut joins = Vec::new();
+    let published = Published::default();
     for w in 0..workers {
         let (tx, rx) = mpsc::channel();
         let (args, stopper2, known) = (args.clone(), stopper.clone(), resolved.clone());
+        let shared = (workers > 1).then(|| published.clone());
         // A subreaper: commands' descendants that leave their process group
         // are reparented here, so the exec service can kill and reap them.
         let cfg = Config { reuse_port: workers > 1, subreaper: true, ..cfg.clone() };
         let join = std::thread::Builder::new()
             .name(format!("loop-{w}"))
-            .spawn(move || worker(w, &args, cfg, grace, &known, &tx, &stopper2))
+            .spawn(move || worker(Worker { w, args: &args, cfg, grace, known: &known, shared }, &tx, &stopper2))
             .map_err(|e| format!("cannot start worker {w}: {e}"))?;
         match rx.recv() {
             Ok(Ok(bound)) if w == 0 => {
@@ -201,28 +293,51 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// How often workers other than the first publish their figures for the
+/// metrics endpoint (which reads the first worker's live).
+const PUBLISH_EVERY: Duration = Duration::from_millis(250);
+
+/// What one worker is given.
+struct Worker<'a> {
+    w: usize,
+    args: &'a ServeArgs,
+    cfg: Config,
+    grace: Duration,
+    known: &'a HashMap<&'static str, SocketAddr>,
+    /// The workers' published metrics, with more than one worker.
+    shared: Option<Published>,
+}
+
 /// One loop on its own thread: binds its share of the services (the
 /// addresses the first worker resolved, for port 0), reports them, and runs
 /// until stopped.
-fn worker(
-    w: usize,
-    args: &ServeArgs,
-    cfg: Config,
-    grace: Duration,
-    known: &HashMap<&'static str, SocketAddr>,
-    tx: &mpsc::Sender<Result<Vec<Bound3>, String>>,
-    stopper: &Stopper,
-) -> Result<(), String> {
+fn worker(wk: Worker<'_>, tx: &mpsc::Sender<Result<Vec<Bound3>, String>>, stopper: &Stopper) -> Result<(), String> {
+    let Worker { w, args, cfg, grace, known, shared } = wk;
     let setup = || -> Result<(EventLoop, Vec<Bound3>), String> {
         let mut lp = EventLoop::new(cfg).map_err(|e| format!("cannot create the event loop: {e}"))?;
         let mut bound = Vec::new();
-        for (name, transport, addr, install) in plan(args)? {
+        let catalog = Rc::new(RefCell::new(Catalog::default()));
+        for (name, transport, addr, install) in plan(args, &catalog)? {
             if w > 0 && !PER_WORKER.contains(&name) {
                 continue;
             }
             let addr = known.get(name).copied().unwrap_or(addr);
             let b = install(&mut lp, addr).map_err(|e| format!("cannot bind {name} ({transport}) on {addr}: {e}"))?;
+            match transport {
+                "tcp" => catalog.borrow_mut().tcp(name, b.id),
+                _ => catalog.borrow_mut().udp(name, b.id),
+            }
             bound.push((name, transport, b.addr));
+        }
+        match (w, args.metrics, shared) {
+            (0, Some(addr), shared) => {
+                let svc = MetricsService::new(catalog.clone(), shared.map(|s| (s, 0)));
+                let b = lp.listen(addr, svc).map_err(|e| format!("cannot bind metrics (tcp) on {addr}: {e}"))?;
+                catalog.borrow_mut().tcp("metrics", b.id);
+                bound.push(("metrics", "tcp", b.addr));
+            }
+            (w, Some(_), Some(shared)) => metrics::publish_every(&mut lp, catalog, shared, w, PUBLISH_EVERY),
+            _ => {}
         }
         Ok((lp, bound))
     };

@@ -4,6 +4,7 @@
 //! [`TimeServeArgs`], the `wireloop serve` flags for the `time` and `sntp`
 //! services.
 
+use std::cell::RefCell;
 use std::io::{self, IsTerminal, Write};
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::process::ExitCode;
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use clap::Args;
 use wireloop::ratelimit::RateConfig;
+use wireloop::services::metrics::Catalog;
 use wireloop::services::sntp::{client_request, offset_delay, NtpTimestamp, Packet, Sntp, SntpConfig, MODE_SERVER};
 use wireloop::services::time::{daytime_answer, rfc868_answer, Limited, TimeService, DEFAULT_FORMAT};
 use wireloop::{Bound, EventLoop};
@@ -64,20 +66,35 @@ impl TimeServeArgs {
     }
 
     /// Binds RFC 868 Time (rate-limited like `time`) when called.
-    pub fn install_rfc868(&self) -> impl FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound> + 'static {
+    pub fn install_rfc868(
+        &self,
+        catalog: &RefCell<Catalog>,
+    ) -> impl FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound> + 'static {
         let service = Limited::new("rfc868", self.rate(self.time_rate, self.time_burst), rfc868_answer);
+        let limited = service.guard().limited_counter();
+        catalog.borrow_mut().udp_rate_limited("rfc868", move || limited.get());
         move |lp, addr| lp.bind_udp(addr, service)
     }
 
     /// Binds RFC 867 Daytime (rate-limited like `time`) when called.
-    pub fn install_daytime(&self) -> impl FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound> + 'static {
+    pub fn install_daytime(
+        &self,
+        catalog: &RefCell<Catalog>,
+    ) -> impl FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound> + 'static {
         let service = Limited::new("daytime", self.rate(self.time_rate, self.time_burst), daytime_answer);
+        let limited = service.guard().limited_counter();
+        catalog.borrow_mut().udp_rate_limited("daytime", move || limited.get());
         move |lp, addr| lp.bind_udp(addr, service)
     }
 
     /// Binds the `time` service when called.
-    pub fn install_time(&self) -> impl FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound> + 'static {
+    pub fn install_time(
+        &self,
+        catalog: &RefCell<Catalog>,
+    ) -> impl FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound> + 'static {
         let service = TimeService::new(self.rate(self.time_rate, self.time_burst));
+        let limited = service.guard().limited_counter();
+        catalog.borrow_mut().udp_rate_limited("time", move || limited.get());
         move |lp, addr| lp.bind_udp(addr, service)
     }
 

@@ -92,6 +92,11 @@ pub(crate) struct Conn<S> {
     pub(crate) out: OutBuf,
     /// Descriptors counted for it against `Config::max_descriptors`.
     pub(crate) fds: usize,
+    /// The listener that accepted it, whose counters its bytes go to.
+    pub(crate) listener: Option<SourceId>,
+    /// Bytes read and written since they were last folded into the listener's counters.
+    pub(crate) bytes_in: u64,
+    pub(crate) bytes_out: u64,
     state: ConnState,
     interest: Interest,
     write_side: WriteSide,
@@ -149,6 +154,9 @@ impl<S> Conn<S> {
             inbuf: InBuf::default(),
             out: OutBuf::default(),
             fds: 1,
+            listener: None,
+            bytes_in: 0,
+            bytes_out: 0,
             state: ConnState::Open,
             interest: Interest::READABLE,
             write_side: WriteSide::Open,
@@ -272,6 +280,7 @@ impl<S> Conn<S> {
         loop {
             match self.stream.read(scratch) {
                 Ok(n) => {
+                    self.count_in(n);
                     self.deadlines.on_read(self.now);
                     return Ok(Some(n));
                 }
@@ -338,6 +347,7 @@ impl<S> Conn<S> {
                     return Ok(Pass::Idle);
                 }
                 Ok(n) => {
+                    self.count_in(n);
                     let discarded = discarded.saturating_add(n);
                     trace!("conn {}: lingering, discarded {} bytes", self.id, n);
                     if discarded >= cfg.linger_bytes {
@@ -385,6 +395,7 @@ impl<S> Conn<S> {
             match self.stream.write(chunk) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
+                    self.count_out(n);
                     self.out.advance(n);
                     self.deadlines.on_write(self.now, !self.out.is_empty());
                     trace!("conn {}: wrote {} bytes ({} left)", self.id, n, self.out.len());

@@ -114,12 +114,13 @@ impl<S: 'static> Loop<S> {
         let now = self.now;
         let Some((conn, cfg)) = self.conn_cfg(id) else { return true };
         conn.now = now;
-        if conn.flush_only(cfg).unwrap_or(false) {
+        let flushed = conn.flush_only(cfg).unwrap_or(false);
+        if flushed {
             conn.dirty = false;
             conn.out.give_back(spare);
-            return true;
         }
-        false
+        self.fold_bytes_of(id);
+        flushed
     }
 
     /// One pass over a connection. Returns true if it needs another pass.
@@ -154,6 +155,7 @@ impl<S: 'static> Loop<S> {
             self.reclaim(id);
             return false;
         }
+        self.fold_bytes_of(id);
         if resume_pipes {
             self.resume_pipes(id);
         }

@@ -56,6 +56,7 @@ use crate::mmsg::{RecvBatch, SendBatch};
 
 pub(crate) mod conn;
 mod context;
+mod counters;
 mod dispatch;
 mod handle;
 pub(crate) mod handler;
@@ -67,6 +68,7 @@ mod timers;
 mod udp;
 
 pub use context::Context;
+pub use counters::{ListenerStats, PassStats, PASS_BUCKETS_US};
 pub use handle::{Handle, Receipt};
 pub use ops::{Loop, SendError, Sent};
 pub use udp::UdpStats;
@@ -302,11 +304,14 @@ impl<S: 'static> EventLoop<S> {
         }
         self.core.fire_timers();
         self.flush_dirty();
-        let drained = self.core.children.next_deadline().is_some_and(|at| at <= Instant::now());
+        let end = Instant::now();
+        let drained = self.core.children.next_deadline().is_some_and(|at| at <= end);
         if drained || (self.core.children.wants_polling() && self.last_reap.elapsed() >= REAP_FALLBACK) {
             // SIGCHLD can be missed (coalesced, or consumed elsewhere): poll too.
             self.reap_children(false);
         }
+        let took = end.saturating_duration_since(self.core.now);
+        self.core.pass_stats.record(took);
         Ok(())
     }
 
@@ -465,10 +470,13 @@ impl<S: 'static> Loop<S> {
                     // Best effort: the socket is new, so its buffer has room.
                     let _ = stream.write(&reply);
                 }
+                l.stats.refused = l.stats.refused.saturating_add(1);
                 self.stats.refused += 1;
                 debug!("listener {lid}: refused {peer}: {conns} connections open, holding {fds_held} descriptors");
                 continue;
             }
+            l.stats.accepted = l.stats.accepted.saturating_add(1);
+            l.stats.open = l.stats.open.saturating_add(1);
             let handler = l.service.accept(peer.clone());
             if let Err(e) = stream.set_nodelay(nodelay) {
                 debug!("set TCP_NODELAY for {peer}: {e}");
@@ -476,8 +484,12 @@ impl<S: 'static> Loop<S> {
             let id = self.reserve();
             let mut conn = Conn::new(id, stream, peer, handler, self.now);
             conn.fds = fds;
+            conn.listener = Some(lid);
             if let Err(e) = conn.register(&self.registry) {
                 warn!("registering a connection from {} failed: {e}", conn.peer);
+                if let Some(Source::Listener(l)) = self.get_mut(lid) {
+                    l.stats.open = l.stats.open.saturating_sub(1);
+                }
                 continue;
             }
             trace!("listener {lid}: accepted conn {id} from {}", conn.peer);
@@ -535,6 +547,9 @@ impl<S: 'static> Loop<S> {
                     self.compact_timers();
                 }
                 let reason = if c.state() == ConnState::Closed { c.take_reason() } else { CloseReason::Shutdown };
+                if let Some(Source::Listener(l)) = c.listener.and_then(|lid| self.get_mut(lid)) {
+                    l.stats.on_close(c.bytes_in, c.bytes_out, &reason);
+                }
                 if let CloseReason::ConnectFailed(_) = reason {
                     // Every way a connect fails ends here: counted once.
                     self.stats.connect_failed += 1;

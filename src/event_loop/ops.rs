@@ -20,6 +20,7 @@ use mio::{Interest, Registry, Token};
 use slab::Slab;
 
 use super::conn::{Conn, ConnState};
+use super::counters::{ListenerStats, PassStats};
 use super::handle::Handle;
 use super::handler::{CloseReason, DatagramService, Handler, Service};
 use super::sources::CustomSource;
@@ -38,6 +39,7 @@ pub(crate) struct ListenerSource<S> {
     pub(crate) listener: Listener,
     pub(crate) service: Box<dyn Service<S>>,
     pub(crate) paused: bool,
+    pub(crate) stats: ListenerStats,
 }
 
 // Connections are nearly every entry, so they stay inline: boxing them would
@@ -116,6 +118,7 @@ pub struct Loop<S = ()> {
     pub(crate) loop_timers: Slab<LoopTimer<S>>,
     pub(crate) cfg: Config,
     pub(crate) stats: Stats,
+    pub(crate) pass_stats: PassStats,
     pub(crate) children: Children,
     pub(crate) conns: usize,
     /// Descriptors the open connections are counted for (`Conn::fds`).
@@ -150,6 +153,7 @@ impl<S: 'static> Loop<S> {
             children: Children::new(cfg.child_drain, cfg.subreaper),
             cfg,
             stats: Stats::default(),
+            pass_stats: PassStats::default(),
             conns: 0,
             fds_held: 0,
             udp_local: Vec::new(),
@@ -260,7 +264,10 @@ impl<S: 'static> Loop<S> {
     fn add_listener(&mut self, mut listener: Listener, service: Box<dyn Service<S>>) -> io::Result<SourceId> {
         let id = self.reserve();
         self.registry.register(listener.source(), id.token(), Interest::READABLE)?;
-        self.insert(id, Source::Listener(ListenerSource { listener, service, paused: false }));
+        self.insert(
+            id,
+            Source::Listener(ListenerSource { listener, service, paused: false, stats: ListenerStats::default() }),
+        );
         Ok(id)
     }
 

@@ -65,6 +65,7 @@ pub mod exec;
 pub mod files;
 pub mod framed;
 pub mod handshake;
+pub mod metrics;
 pub mod reflect;
 pub mod sntp;
 pub mod time;

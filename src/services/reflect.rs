@@ -37,7 +37,9 @@
 //! Memory: the rate limiter and the byte credit each keep a table bounded by
 //! `max_sources` entries, whatever the source addresses.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::{debug, trace};
@@ -86,6 +88,8 @@ pub struct Guard {
     rate: RateLimiter,
     bytes: Option<RateLimiter>,
     stats: GuardStats,
+    /// `over_rate + over_bytes`, shared with whoever asked ([`Guard::limited_counter`]).
+    limited: Rc<Cell<u64>>,
     /// When a port drop was last logged at debug level.
     logged: Option<Instant>,
 }
@@ -94,7 +98,14 @@ impl Guard {
     /// A guard for the service `name` (in log lines) limiting each source as
     /// `rate` says, with no byte credit.
     pub fn new(name: &'static str, rate: RateConfig) -> Self {
-        Guard { name, rate: RateLimiter::new(rate), bytes: None, stats: GuardStats::default(), logged: None }
+        Guard {
+            name,
+            rate: RateLimiter::new(rate),
+            bytes: None,
+            stats: GuardStats::default(),
+            limited: Rc::default(),
+            logged: None,
+        }
     }
 
     /// Adds the per-source byte credit, with `allowance` as its rate (bytes
@@ -108,6 +119,13 @@ impl Guard {
     /// Counters so far.
     pub fn stats(&self) -> GuardStats {
         self.stats
+    }
+
+    /// A shared count of the datagrams left unanswered over the rate limit
+    /// or the byte credit (`over_rate + over_bytes`), readable after the
+    /// service is handed to a loop (for the metrics endpoint).
+    pub fn limited_counter(&self) -> Rc<Cell<u64>> {
+        self.limited.clone()
     }
 
     /// The rate limiter, for its counters.
@@ -137,6 +155,7 @@ impl Guard {
             Verdict::Allow => true,
             Verdict::Deny { first } => {
                 self.stats.over_rate = self.stats.over_rate.saturating_add(1);
+                self.limited.set(self.limited.get().saturating_add(1));
                 if first {
                     debug!("{}: {peer} is over the rate limit; dropping ({:?})", self.name, self.stats);
                 } else {
@@ -157,6 +176,7 @@ impl Guard {
         if let Some(bytes) = &mut self.bytes {
             if let Verdict::Deny { first } = bytes.check_cost(peer.ip(), now, request as u64, reply as u64) {
                 self.stats.over_bytes = self.stats.over_bytes.saturating_add(1);
+                self.limited.set(self.limited.get().saturating_add(1));
                 if first {
                     debug!(
                         "{}: a {reply}-byte reply to {request} bytes from {peer} is over its byte credit; \
@@ -261,6 +281,7 @@ mod tests {
         assert_eq!(svc.on_datagram(b"a", from(40_000), &mut reply), Reply::Ignore);
         let s = svc.guard().stats();
         assert_eq!((s.service_port, s.answered, s.over_bytes, s.over_rate), (1, 2, 1, 1));
+        assert_eq!(svc.guard().limited_counter().get(), 2);
     }
 
     #[test]

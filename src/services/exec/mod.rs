@@ -93,6 +93,28 @@ impl Default for ExecConfig {
     }
 }
 
+/// What the service's connections did, shared by all of them (for the
+/// metrics endpoint). Each count is bumped once, where it happens.
+#[derive(Debug, Default)]
+pub struct ExecCounters {
+    /// Commands started.
+    pub started: Cell<u64>,
+    /// Requests answered with an error, by kind: `[bad_request, busy, spawn, token]`.
+    pub errors: [Cell<u64>; 4],
+    /// Commands killed, by reason: `[timeout, output_cap, closed]` (closed:
+    /// the connection closed while its command ran).
+    pub killed: [Cell<u64>; 3],
+}
+
+/// Labels of [`ExecCounters::errors`], in order.
+pub const ERROR_KINDS: [&str; 4] = ["bad_request", "busy", "spawn", "token"];
+/// Labels of [`ExecCounters::killed`], in order.
+pub const KILL_REASONS: [&str; 3] = ["timeout", "output_cap", "closed"];
+
+fn bump(c: &Cell<u64>) {
+    c.set(c.get().saturating_add(1));
+}
+
 /// Makes one [`Exec`] handler per connection; all share the settings and
 /// the count of running commands.
 #[derive(Debug, Clone)]
@@ -100,13 +122,24 @@ pub struct ExecService {
     cfg: Rc<ExecConfig>,
     running: Rc<Cell<usize>>,
     guard: Option<Rc<Guard>>,
+    counters: Rc<ExecCounters>,
 }
 
 impl ExecService {
     /// A service with these settings.
     pub fn new(cfg: ExecConfig) -> Self {
         let guard = cfg.token.clone().map(|t| Rc::new(Guard::new("exec", t)));
-        ExecService { cfg: Rc::new(cfg), running: Rc::default(), guard }
+        ExecService { cfg: Rc::new(cfg), running: Rc::default(), guard, counters: Rc::default() }
+    }
+
+    /// The count of commands running now, shared with the handlers.
+    pub fn running(&self) -> Rc<Cell<usize>> {
+        self.running.clone()
+    }
+
+    /// The service's counters, shared with the handlers.
+    pub fn counters(&self) -> Rc<ExecCounters> {
+        self.counters.clone()
     }
 
     /// A handler for a new connection.
@@ -119,6 +152,7 @@ impl ExecService {
             stopping: false,
             guard: self.guard.clone(),
             tries: 0,
+            counters: self.counters.clone(),
         }
     }
 }
@@ -170,6 +204,7 @@ pub struct Exec {
     guard: Option<Rc<Guard>>,
     /// Wrong tokens on this connection so far.
     tries: u32,
+    counters: Rc<ExecCounters>,
 }
 
 impl Exec {
@@ -198,6 +233,7 @@ impl Exec {
         match verdict.error() {
             None => Ok(()),
             Some(why) => {
+                bump(&self.counters.errors[3]);
                 self.error(cx, &why);
                 Err(if verdict.closes() { Flow::Close } else { Flow::Continue })
             }
@@ -211,11 +247,13 @@ impl Exec {
         let req = match proto::parse_request(header) {
             Ok(r) => r,
             Err(e) => {
+                bump(&self.counters.errors[0]);
                 self.error(cx, &format!("bad request: {e}"));
                 return Flow::Continue;
             }
         };
         if self.running.get() >= self.cfg.max_concurrent {
+            bump(&self.counters.errors[1]);
             self.error(cx, &format!("busy: {} commands are already running; try again later", self.running.get()));
             return Flow::Continue;
         }
@@ -223,6 +261,7 @@ impl Exec {
         let child = match cx.spawn(&mut cmd) {
             Ok(c) => c,
             Err(e) => {
+                bump(&self.counters.errors[2]);
                 self.error(cx, &format!("cannot start the command: {e}"));
                 return Flow::Continue;
             }
@@ -231,6 +270,7 @@ impl Exec {
         info!("exec {} ({}): child {} runs {:?} (timeout {:?})", cx.id(), cx.peer(), child.0, req.cmd, timeout);
         cx.set_timer(timeout);
         self.running.set(self.running.get() + 1);
+        bump(&self.counters.started);
         let run =
             Run { child, started: Instant::now(), forwarded: 0, timed_out: false, truncated: false, term_sent: false };
         self.set_state(cx, State::Running(run));
@@ -299,6 +339,7 @@ impl<S: 'static> Handler<S> for Exec {
         if take < data.len() {
             debug!("exec {}: child {} passed the output cap; killing it", cx.id(), child.0);
             run.truncated = true;
+            bump(&self.counters.killed[1]);
             cx.signal_child(child, libc::SIGKILL);
         }
         self.state = State::Running(run);
@@ -341,6 +382,9 @@ impl<S: 'static> Handler<S> for Exec {
             debug!("exec {}: child {} timed out; SIGTERM to its group", cx.id(), run.child.0);
             run.timed_out = true;
             run.term_sent = true;
+            if !run.truncated {
+                bump(&self.counters.killed[0]);
+            }
             cx.signal_child(run.child, libc::SIGTERM);
             cx.set_timer(self.cfg.kill_grace);
         } else {
@@ -356,8 +400,11 @@ impl<S: 'static> Handler<S> for Exec {
 impl Drop for Exec {
     fn drop(&mut self) {
         // The loop kills a closed connection's children; free its slot.
-        if let State::Running(_) = self.state {
+        if let State::Running(run) = self.state {
             self.running.set(self.running.get().saturating_sub(1));
+            if !run.timed_out && !run.truncated {
+                bump(&self.counters.killed[2]);
+            }
         }
     }
 }

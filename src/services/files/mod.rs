@@ -81,7 +81,9 @@ use serde_json::{Map, Value};
 use self::proto::{announced_body, Reply, Request};
 use self::rate::MinRate;
 use self::storage::page::PAGE_MAX;
-use self::storage::{clean_name, hex, read_chunk_at, PartialBounds, PartialInfo, Store, Upload, UploadSpec, CHUNK};
+use self::storage::{
+    clean_name, hex, read_chunk_at, FilesCounters, PartialBounds, PartialInfo, Store, Upload, UploadSpec, CHUNK,
+};
 use super::auth::{Guard, Secret};
 use super::Refusing;
 use crate::codec::frame::ByteOrder;
@@ -143,13 +145,21 @@ impl Default for FilesConfig {
 /// A peer refused at the connection limit gets one error reply in the
 /// protocol's own frame.
 pub fn service(cfg: &FilesConfig) -> io::Result<Refusing<impl FnMut(PeerAddr) -> Files>> {
+    service_counted(cfg).map(|(svc, _)| svc)
+}
+
+/// [`service`], and the store's counters (for the metrics endpoint).
+// The `impl` type cannot be named in a type alias on stable Rust.
+#[allow(clippy::type_complexity)]
+pub fn service_counted(cfg: &FilesConfig) -> io::Result<(Refusing<impl FnMut(PeerAddr) -> Files>, Rc<FilesCounters>)> {
     let store = Rc::new(Store::open_with(&cfg.root, cfg.max_size, cfg.partial_max_age, &cfg.partials)?);
+    let counters = store.counters();
     info!("files: storing under {}", store.root().display());
     let (max_header, rate) = (cfg.max_header, MinRate::new(cfg.min_rate, cfg.rate_window));
     let guard = cfg.token.clone().map(|t| Rc::new(Guard::new("files", t)));
     let mut busy = Vec::new();
     Reply::error("too many connections, try again later").encode(&mut busy);
-    Ok(Refusing::new(
+    let svc = Refusing::new(
         move |peer| {
             let mut f = Files::with_rate(Rc::clone(&store), max_header, peer, rate.clone());
             f.guard = guard.clone();
@@ -157,7 +167,8 @@ pub fn service(cfg: &FilesConfig) -> io::Result<Refusing<impl FnMut(PeerAddr) ->
         },
         busy,
     )
-    .holding(DESCRIPTORS))
+    .holding(DESCRIPTORS);
+    Ok((svc, counters))
 }
 
 /// An upload being received (or verified).

@@ -115,7 +115,10 @@ impl Files {
             // Straight into the output buffer: no intermediate copy.
             let (file, pos) = (&s.file, s.pos);
             match cx.out().append(|v| read_chunk_at(file, pos, want, v)) {
-                Ok(n) if n == want => s.pos += n as u64,
+                Ok(n) if n == want => {
+                    s.pos += n as u64;
+                    FilesCounters::add(&self.store.counters().sent_bytes, n as u64);
+                }
                 // The size is already promised in the reply header: the only
                 // honest thing left is to cut the stream.
                 Ok(_) => return self.close_now("the file shrank during the download"),
@@ -125,6 +128,7 @@ impl Files {
         if s.pos < s.end {
             cx.notify_on_drain();
         } else {
+            FilesCounters::add(&self.store.counters().downloads, 1);
             self.take();
             self.set_state(State::Idle);
         }

@@ -64,6 +64,7 @@ use std::io::{self, Read, Write};
 use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use log::{info, warn};
@@ -224,9 +225,38 @@ pub struct Store {
     /// keyed like the partial files, so two names can never share one.
     index: RefCell<PartialIndex>,
     last_sweep: Cell<Instant>,
+    counters: Rc<FilesCounters>,
+}
+
+/// What a store's connections did (for the metrics endpoint), each counted
+/// once, where it happens.
+#[derive(Debug, Default)]
+pub struct FilesCounters {
+    /// Uploads committed (stored under their name).
+    pub uploads: Cell<u64>,
+    /// Downloads sent whole.
+    pub downloads: Cell<u64>,
+    /// File bytes written by uploads (resumed prefixes not counted again).
+    pub received_bytes: Cell<u64>,
+    /// File bytes read for downloads.
+    pub sent_bytes: Cell<u64>,
+    /// Uploads that ended without a commit and kept their partial file for a resume.
+    pub partials_kept: Cell<u64>,
+}
+
+impl FilesCounters {
+    /// Adds `n` to `c` (saturating).
+    pub(crate) fn add(c: &Cell<u64>, n: u64) {
+        c.set(c.get().saturating_add(n));
+    }
 }
 
 impl Store {
+    /// The store's counters, shared.
+    pub fn counters(&self) -> Rc<FilesCounters> {
+        Rc::clone(&self.counters)
+    }
+
     /// Opens (creating if needed) the root and its hidden directories, holds
     /// their descriptors, and removes partial files older than
     /// `partial_max_age`, with the default bounds on partial uploads.
@@ -263,6 +293,7 @@ impl Store {
             partial_max_age,
             index: RefCell::new(PartialIndex::new(bounds.resolve(None, 0))),
             last_sweep: Cell::new(Instant::now()),
+            counters: Rc::default(),
         };
         let removed = store.sweep_partials()?;
         if removed > 0 {

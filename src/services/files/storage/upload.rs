@@ -32,7 +32,9 @@ use log::{debug, warn};
 
 use super::index::{Held, Over};
 use super::partial::{is_full, source_of};
-use super::{key_of, split_name, Dir, Kind, PartialMeta, Refused, Store, UploadSpec, FILE_MODE, SYNC_EVERY};
+use super::{
+    key_of, split_name, Dir, FilesCounters, Kind, PartialMeta, Refused, Store, UploadSpec, FILE_MODE, SYNC_EVERY,
+};
 
 /// Timings of a commit, for logs and the benchmark.
 #[derive(Debug, Clone, Copy)]
@@ -293,6 +295,7 @@ impl Upload {
             return Err(WriteError::Io(e));
         }
         self.written = end;
+        FilesCounters::add(&self.store.counters.received_bytes, n);
         if self.written - self.synced_to >= SYNC_EVERY {
             start_writeback(&self.file, self.synced_to, self.written - self.synced_to);
             self.synced_to = self.written;
@@ -372,6 +375,7 @@ impl Upload {
         // Stored: from here on, failures are warnings.
         store.index.borrow_mut().remove(&self.key);
         self.settled = true;
+        FilesCounters::add(&store.counters.uploads, 1);
         if let Err(e) = dir.sync() {
             warn!("files: stored {}, but the fsync of its directory failed: {e}", self.name);
         }
@@ -398,6 +402,7 @@ impl Drop for Upload {
             return;
         }
         if self.keeps_partial() {
+            FilesCounters::add(&self.store.counters.partials_kept, 1);
             self.store.index.borrow_mut().release(&self.key, SystemTime::now());
             return;
         }
