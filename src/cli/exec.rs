@@ -118,7 +118,9 @@ pub struct ExecArgs {
     /// Timeout to ask for, in milliseconds (the server caps it).
     #[arg(long, value_name = "MS", value_parser = values::millis)]
     timeout_ms: Option<Duration>,
-    /// The command to run; with none, prompts for command lines (`quit` ends).
+    /// The command to run. One argument is a shell command line (`-- 'ls | wc -l'`);
+    /// several are kept apart, each quoted for the shell (`-- sh -c 'exit 7'`),
+    /// as `docker exec` does. With none, prompts for command lines (`quit` ends).
     #[arg(last = true, value_name = "CMD")]
     cmd: Vec<String>,
 }
@@ -128,7 +130,7 @@ pub fn run(args: ExecArgs) -> Result<ExitCode, String> {
     let mut decoder = HeaderDecoder::new(ByteOrder::Little, DEFAULT_MAX_HEADER);
     let mut buf = Vec::new();
     if !args.cmd.is_empty() {
-        return run_one(&args, &args.cmd.join(" "), &mut stream, &mut decoder, &mut buf).map(ExitCode::from);
+        return run_one(&args, &command_line(&args.cmd), &mut stream, &mut decoder, &mut buf).map(ExitCode::from);
     }
     let mut last = 0;
     for line in input_lines("$ ", true) {
@@ -208,6 +210,27 @@ fn run_one(
     }
 }
 
+/// The shell command line for `CMD…`: one argument is used as written (it is
+/// a command line already); several are each quoted, so the server's
+/// `/bin/sh -c` sees exactly these words.
+fn command_line(cmd: &[String]) -> String {
+    match cmd {
+        [one] => one.clone(),
+        many => many.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// `s` as one POSIX shell word: inside single quotes nothing is special, and
+/// a single quote itself is written `'\''` (close, escaped quote, reopen).
+/// Words of only safe characters are left bare.
+fn sh_quote(s: &str) -> String {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"_-./:,+@%".contains(&b);
+    if !s.is_empty() && s.bytes().all(safe) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
 /// Consumes the (empty) body of a final message.
 fn finish_body(decoder: &mut HeaderDecoder, buf: &mut Vec<u8>) -> Result<(), String> {
     if let Some(d) = decoder.decode(buf).map_err(|e| e.to_string())? {
@@ -227,5 +250,22 @@ fn exit_code(h: &Map<String, Value>) -> u8 {
         (Some(c), _) => u8::try_from(c.clamp(0, 255)).unwrap_or(1),
         (None, Some(s)) => u8::try_from((128 + s).clamp(0, 255)).unwrap_or(1),
         _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{command_line, sh_quote};
+
+    #[test]
+    fn words_are_quoted_for_sh() {
+        assert_eq!(sh_quote("plain-word_1.txt"), "plain-word_1.txt");
+        assert_eq!(sh_quote(""), "''");
+        assert_eq!(sh_quote("a b"), "'a b'");
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+        assert_eq!(sh_quote("$HOME `x` \\n"), "'$HOME `x` \\n'");
+        let words = ["sh".to_string(), "-c".into(), "exit 7".into()];
+        assert_eq!(command_line(&words), "sh -c 'exit 7'");
+        assert_eq!(command_line(&["ls | wc -l".to_string()]), "ls | wc -l");
     }
 }
