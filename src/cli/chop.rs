@@ -5,20 +5,20 @@
 //! read, and the decoder's state changes show it resuming mid-message.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::Shutdown;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 
-use super::{parse_addr, values};
+use super::{peer, values, Peer};
 
 #[derive(Debug, Args)]
 pub struct ChopArgs {
-    /// Server address (or a bare port on 127.0.0.1).
-    #[arg(value_parser = parse_addr)]
-    addr: SocketAddr,
+    /// Server: HOST:PORT, [v6]:PORT, or a bare port on 127.0.0.1.
+    #[arg(value_parser = peer)]
+    addr: Peer,
     /// File to send; stdin when absent.
     file: Option<PathBuf>,
     /// Bytes per chunk.
@@ -41,7 +41,7 @@ pub fn run(args: ChopArgs) -> Result<ExitCode, String> {
             v
         }
     };
-    let stream = TcpStream::connect(args.addr).map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;
+    let stream = args.addr.tcp()?;
     stream.set_nodelay(true).map_err(|e| e.to_string())?;
     let wait = args.wait;
     let mut reader = stream.try_clone().map_err(|e| e.to_string())?;

@@ -18,7 +18,7 @@ use wireloop::codec::header::{encode_header, HeaderDecoder, Item, DEFAULT_MAX_HE
 use wireloop::services::exec::spawn::{RunAs, DEFAULT_ENV_PASS};
 use wireloop::services::exec::ExecConfig;
 
-use super::{input_lines, parse_addr, token, values};
+use super::{input_lines, parse_addr, peer, token, values, Peer};
 
 /// `serve` flags for the command runner. It is off unless `--exec` is given.
 #[derive(Debug, Args)]
@@ -109,9 +109,9 @@ impl ExecServeArgs {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// Server address (or a bare port on 127.0.0.1).
-    #[arg(default_value = "127.0.0.1:8083", value_parser = parse_addr)]
-    addr: SocketAddr,
+    /// Server: HOST:PORT, [v6]:PORT, or a bare port on 127.0.0.1.
+    #[arg(default_value = "127.0.0.1:8083", value_parser = peer)]
+    addr: Peer,
     /// Token for a server that requires one (or set WIRELOOP_TOKEN).
     #[arg(long, env = "WIRELOOP_TOKEN", hide_env_values = true)]
     token: Option<String>,
@@ -126,7 +126,7 @@ pub struct ExecArgs {
 }
 
 pub fn run(args: ExecArgs) -> Result<ExitCode, String> {
-    let mut stream = TcpStream::connect(args.addr).map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;
+    let mut stream = args.addr.tcp()?;
     let mut decoder = HeaderDecoder::new(ByteOrder::Little, DEFAULT_MAX_HEADER);
     let mut buf = Vec::new();
     if !args.cmd.is_empty() {

@@ -29,7 +29,7 @@ use wireloop::services::files::storage::{PartialBounds, DEFAULT_MAX_PARTIALS, DE
 use wireloop::services::files::{self, FilesConfig};
 
 use super::token::{self, ClientToken};
-use super::{parse_addr, shown, values};
+use super::{parse_addr, peer, shown, values, Peer};
 
 /// The files service's default address.
 const DEFAULT_ADDR: &str = "127.0.0.1:8086";
@@ -158,17 +158,17 @@ pub struct LsArgs {
 
 /// Splits `[ADDR] REST…`: the first word is the address when there are
 /// more words than `rest` needs, or when it parses as one.
-fn split_addr(words: &[String], rest: usize) -> Result<(SocketAddr, Vec<String>), String> {
-    let default = || parse_addr(DEFAULT_ADDR).expect("literal");
+fn split_addr(words: &[String], rest: usize) -> Result<(Peer, Vec<String>), String> {
+    let default = || peer(DEFAULT_ADDR).expect("literal");
     match words.first() {
-        Some(w) if words.len() > rest => Ok((parse_addr(w)?, words[1..].to_vec())),
-        Some(w) if rest == 0 => parse_addr(w).map(|a| (a, Vec::new())),
+        Some(w) if words.len() > rest => Ok((peer(w)?, words[1..].to_vec())),
+        Some(w) if rest == 0 => peer(w).map(|a| (a, Vec::new())),
         _ => Ok((default(), words.to_vec())),
     }
 }
 
-fn connect(addr: SocketAddr, auth: &ClientToken) -> Result<Client, String> {
-    let client = Client::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+fn connect(addr: &Peer, auth: &ClientToken) -> Result<Client, String> {
+    let client = Client::from_stream(addr.tcp()?).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     Ok(client.with_token(auth.token.clone()))
 }
 
@@ -199,7 +199,7 @@ pub fn run_put(args: PutArgs) -> Result<ExitCode, String> {
     let pb = bar(size, "hashing");
     let md5 = md5_of(open()?, |n| pb.set_position(n)).map_err(|e| format!("reading {}: {e}", path.display()))?;
     pb.finish_and_clear();
-    let mut client = connect(addr, &args.auth)?;
+    let mut client = connect(&addr, &args.auth)?;
     // Resume when the server holds an interrupted upload of this very file.
     let mut offset = 0;
     if let Ok(st) = client.stat(&name) {
@@ -225,7 +225,7 @@ pub fn run_put(args: PutArgs) -> Result<ExitCode, String> {
 pub fn run_get(args: GetArgs) -> Result<ExitCode, String> {
     let (addr, rest) = split_addr(&args.words, 1)?;
     let name = rest[0].clone();
-    let mut client = connect(addr, &args.auth)?;
+    let mut client = connect(&addr, &args.auth)?;
     let to_stdout = args.output.as_deref() == Some(Path::new("-"));
     if to_stdout {
         let pb = bar(0, "receiving");
@@ -281,14 +281,14 @@ pub fn run_get(args: GetArgs) -> Result<ExitCode, String> {
 pub fn run_ls(args: LsArgs) -> Result<ExitCode, String> {
     let (addr, rest) = match args.words.len() {
         0 => split_addr(&[], 0)?,
-        1 => match parse_addr(&args.words[0]) {
+        1 => match peer(&args.words[0]) {
             Ok(a) => (a, Vec::new()),
             Err(_) => split_addr(&args.words, 1)?,
         },
         _ => split_addr(&args.words, 1)?,
     };
     let prefix = rest.first().cloned().unwrap_or_default();
-    let mut client = connect(addr, &args.auth)?;
+    let mut client = connect(&addr, &args.auth)?;
     let mut out = io::stdout().lock();
     let mut written = Ok(());
     if args.partials {

@@ -8,13 +8,12 @@
 //! With no MESSAGE it reads stdin lines, like the tutorial's clients.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::process::ExitCode;
 
 use clap::Args;
 use wireloop::codec::frame::encode_frame;
 
-use super::{input_lines, parse_addr, Order};
+use super::{input_lines, peer, Order, Peer};
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
@@ -32,15 +31,15 @@ pub struct SendArgs {
 
 pub fn run(args: SendArgs) -> Result<ExitCode, String> {
     let mut words = args.words.clone();
-    let addr: SocketAddr = match words.first().map(|w| parse_addr(w)) {
+    let addr: Peer = match words.first().map(|w| peer(w)) {
         Some(Ok(a)) => {
             words.remove(0);
             a
         }
-        _ if args.handshake => "127.0.0.1:8085".parse().expect("literal"),
-        _ => "127.0.0.1:8084".parse().expect("literal"),
+        _ if args.handshake => Peer::loopback(8085),
+        _ => Peer::loopback(8084),
     };
-    let stream = TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let stream = addr.tcp()?;
     let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
     let mut writer = stream;
     let mut send_one = |msg: &str| -> Result<(), String> {

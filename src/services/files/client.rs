@@ -104,6 +104,12 @@ impl Client {
         Ok(Client { stream, token: None })
     }
 
+    /// Uses a connection already made (to a name with several addresses, say).
+    pub fn from_stream(stream: TcpStream) -> io::Result<Client> {
+        stream.set_nodelay(true)?;
+        Ok(Client { stream, token: None })
+    }
+
     /// Sends `token` in every request (for a server started with a token).
     pub fn with_token(mut self, token: Option<String>) -> Client {
         self.token = token;
