@@ -17,6 +17,7 @@ use wireloop::codec::frame::ByteOrder;
 use wireloop::codec::header::{encode_header, HeaderDecoder, Item, DEFAULT_MAX_HEADER};
 use wireloop::services::exec::spawn::{RunAs, DEFAULT_ENV_PASS};
 use wireloop::services::exec::ExecConfig;
+use wireloop::services::foreign::foreign_reply;
 
 use super::{input_lines, parse_addr, peer, token, values, Peer};
 
@@ -129,13 +130,15 @@ pub fn run(args: ExecArgs) -> Result<ExitCode, String> {
     let mut stream = args.addr.tcp()?;
     let mut decoder = HeaderDecoder::new(ByteOrder::Little, DEFAULT_MAX_HEADER);
     let mut buf = Vec::new();
+    let mut spoke = false;
     if !args.cmd.is_empty() {
-        return run_one(&args, &command_line(&args.cmd), &mut stream, &mut decoder, &mut buf).map(ExitCode::from);
+        let cmd = command_line(&args.cmd);
+        return run_one(&args, &cmd, &mut stream, &mut decoder, &mut buf, &mut spoke).map(ExitCode::from);
     }
     let mut last = 0;
     for line in input_lines("$ ", true) {
         let line = line.map_err(|e| format!("reading stdin: {e}"))?;
-        last = run_one(&args, &line, &mut stream, &mut decoder, &mut buf)?;
+        last = run_one(&args, &line, &mut stream, &mut decoder, &mut buf, &mut spoke)?;
     }
     Ok(ExitCode::from(last))
 }
@@ -147,6 +150,7 @@ fn run_one(
     stream: &mut TcpStream,
     decoder: &mut HeaderDecoder,
     buf: &mut Vec<u8>,
+    spoke: &mut bool,
 ) -> Result<u8, String> {
     let mut req = Map::new();
     req.insert("cmd".into(), json!(cmd));
@@ -163,11 +167,21 @@ fn run_one(
     let mut sink: Option<bool> = None; // Some(true) = stderr
     let mut chunk = [0u8; 64 * 1024];
     loop {
-        while let Some(d) = decoder.decode(buf).map_err(|e| format!("bad reply from the server: {e}"))? {
+        loop {
+            let d = match decoder.decode(buf) {
+                Ok(Some(d)) => d,
+                Ok(None) => break,
+                Err(_) if !*spoke => return Err(stranger(&args.addr, buf, stream)),
+                Err(e) => return Err(format!("bad reply from the server: {e}")),
+            };
             let consumed = d.consumed;
             match d.item {
                 Item::Header(h) => {
                     let kind = h.get("type").and_then(Value::as_str).unwrap_or("");
+                    if !matches!(kind, "stdout" | "stderr" | "exit" | "error") && !*spoke {
+                        return Err(stranger(&args.addr, buf, stream));
+                    }
+                    *spoke = true;
                     match kind {
                         "stdout" | "stderr" => {
                             let len = h.get("len").and_then(Value::as_u64).ok_or("reply without a \"len\"")?;
@@ -229,6 +243,12 @@ fn sh_quote(s: &str) -> String {
         return s.to_string();
     }
     format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The line for a server of another protocol, whose first reply began with `got`.
+fn stranger(addr: &Peer, got: &[u8], stream: &TcpStream) -> String {
+    let mut more = stream;
+    foreign_reply(addr, "exec", got, &mut more, stream)
 }
 
 /// Consumes the (empty) body of a final message.

@@ -24,7 +24,7 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
-use wireloop::services::files::client::{md5_of, Client};
+use wireloop::services::files::client::{md5_of, Client, ClientError};
 use wireloop::services::files::storage::{PartialBounds, DEFAULT_MAX_PARTIALS, DEFAULT_MAX_PARTIALS_PER_SOURCE};
 use wireloop::services::files::{self, FilesConfig};
 
@@ -202,7 +202,15 @@ pub fn run_put(args: PutArgs) -> Result<ExitCode, String> {
     let mut client = connect(&addr, &args.auth)?;
     // Resume when the server holds an interrupted upload of this very file.
     let mut offset = 0;
-    if let Ok(st) = client.stat(&name) {
+    // A refusal (no such file, say) is answered by the upload itself; a
+    // broken connection or a server of another protocol ends here.
+    let stat = match client.stat(&name) {
+        Err(e @ (ClientError::Io(_) | ClientError::Protocol(_))) => {
+            return Err(format!("upload of {} failed: {e}", path.display()))
+        }
+        other => other,
+    };
+    if let Ok(st) = stat {
         let same = st.get("partial_file_size").and_then(Value::as_u64) == Some(size)
             && st.get("partial_md5").and_then(Value::as_str) == Some(md5.as_str());
         if same {
