@@ -60,11 +60,17 @@ pub fn run(args: SendArgs) -> Result<ExitCode, String> {
             let ready = expect(&mut reader, b"ready", &mut spoke, &addr, protocol, &writer);
             writer.set_read_timeout(None).map_err(io)?;
             ready?;
-            writer.write_all(msg.as_bytes()).map_err(io)?;
+            if let Err(e) = writer.write_all(msg.as_bytes()) {
+                return Err(refusal(&mut reader).unwrap_or_else(|| io(e)));
+            }
         } else {
             let mut frame = Vec::new();
             encode_frame(args.byte_order.into(), msg.as_bytes(), &mut frame).map_err(|e| e.to_string())?;
-            writer.write_all(&frame).map_err(io)?;
+            if let Err(e) = writer.write_all(&frame) {
+                // The server refuses a frame over its limit and closes: the
+                // write fails, and its `error:` line says why.
+                return Err(refusal(&mut reader).unwrap_or_else(|| io(e)));
+            }
         }
         expect(&mut reader, b"success", &mut spoke, &addr, protocol, &writer)?;
         println!("success");
@@ -80,6 +86,14 @@ pub fn run(args: SendArgs) -> Result<ExitCode, String> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The server's `error: ` line, if it sent one (it stopped reading us).
+fn refusal(reader: &mut impl BufRead) -> Option<String> {
+    let mut line = Vec::new();
+    reader.take(4096).read_until(b'\n', &mut line).ok()?;
+    let text = String::from_utf8_lossy(&line);
+    text.starts_with("error: ").then(|| format!("server said: {}", text.trim_end()))
 }
 
 /// How long a handshake server may take to answer the length line.
