@@ -233,9 +233,9 @@ pub fn run_put(args: PutArgs) -> Result<ExitCode, String> {
 pub fn run_get(args: GetArgs) -> Result<ExitCode, String> {
     let (addr, rest) = split_addr(&args.words, 1)?;
     let name = rest[0].clone();
-    let mut client = connect(&addr, &args.auth)?;
     let to_stdout = args.output.as_deref() == Some(Path::new("-"));
     if to_stdout {
+        let mut client = connect(&addr, &args.auth)?;
         let pb = bar(0, "receiving");
         let info = client
             .get(&name, io::stdout().lock(), |n, t| {
@@ -248,14 +248,25 @@ pub fn run_get(args: GetArgs) -> Result<ExitCode, String> {
         eprintln!("received {} ({} bytes, md5 {} verified)", shown(&info.file_name), info.file_size, info.md5);
         return Ok(ExitCode::SUCCESS);
     }
+    // The name's last component: the file's name here, as `cp` and `scp` keep it.
+    let base = || name.rsplit('/').next().filter(|s| !s.is_empty()).ok_or("give -o PATH for this name");
     let out = match args.output {
+        Some(p) if p.is_dir() => p.join(base()?),
         Some(p) => p,
-        None => PathBuf::from(name.rsplit('/').next().filter(|s| !s.is_empty()).ok_or("give -o PATH for this name")?),
+        None => PathBuf::from(base()?),
     };
     let mut tmp = out.clone().into_os_string();
     tmp.push(".wireloop-part");
     let tmp = PathBuf::from(tmp);
+    // The destination is checked (created) before the server is asked for a byte.
     let file = File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let mut client = match connect(&addr, &args.auth) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     let mut w = io::BufWriter::with_capacity(256 * 1024, file);
     let pb = bar(0, "receiving");
     let got = client.get(&name, &mut w, |n, t| {
