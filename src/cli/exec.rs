@@ -71,6 +71,11 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 impl ExecServeArgs {
+    /// Whether a token is configured (by value or file).
+    pub fn has_token(&self) -> bool {
+        self.exec_token.is_some() || self.exec_token_file.is_some()
+    }
+
     /// The service settings, refusing an unsafe binding.
     pub fn config(&self, addr: SocketAddr) -> Result<ExecConfig, String> {
         let token = token::server_secret("exec", addr, self.exec_token.as_deref(), self.exec_token_file.as_ref())?;
