@@ -144,6 +144,10 @@ pub fn run(args: ExecArgs) -> Result<ExitCode, String> {
     for line in input_lines("$ ", true) {
         let line = line.map_err(|e| format!("reading stdin: {e}"))?;
         last = run_one(&args, &line, &mut stream, &mut decoder, &mut buf, &mut spoke)?;
+        if last != 0 {
+            // As a shell prompt would: a failure is not silent.
+            eprintln!("exit {last}");
+        }
     }
     Ok(ExitCode::from(last))
 }

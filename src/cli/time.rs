@@ -109,8 +109,8 @@ fn parse_refid(s: &str) -> Result<[u8; 4], String> {
 pub struct TimeArgs {
     /// `[ADDR] [FORMAT]`: server (default 127.0.0.1:8082; the first word is the
     /// address when it looks like one) and strftime format (empty: the
-    /// server's default, %Y-%m-%d %X). With no FORMAT on a terminal, prompts
-    /// for formats until EOF or `quit`.
+    /// server's default, %Y-%m-%d %X). With no FORMAT, reads formats from
+    /// stdin, one a line (prompting on a terminal), until EOF or `quit`.
     #[arg(value_name = "[ADDR] [FORMAT]", num_args = 0..=2)]
     words: Vec<String>,
     /// Seconds to wait for each reply.
@@ -190,14 +190,19 @@ pub fn run_time(args: TimeArgs) -> Result<ExitCode, String> {
     };
     let all_ok = match format {
         Some(f) => ask(&f)?,
-        None if io::stdin().is_terminal() => {
-            let mut all_ok = true;
+        // Formats from stdin, one a line, prompted for on a terminal; empty
+        // input (`< /dev/null`) asks once for the default.
+        None => {
+            let (mut all_ok, mut asked) = (true, false);
             for line in input_lines(&format!("format (empty: {DEFAULT_FORMAT})> "), false) {
                 all_ok &= ask(&line.map_err(|e| format!("reading stdin: {e}"))?)?;
+                asked = true;
+            }
+            if !asked && !io::stdin().is_terminal() {
+                all_ok = ask("")?;
             }
             all_ok
         }
-        None => ask("")?,
     };
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

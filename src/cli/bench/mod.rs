@@ -353,11 +353,12 @@ fn report(
     } else {
         writeln!(
             out,
-            "{target} {addr}: {} connections, pipeline {}, {payload} B requests, {secs:.2} s\n  \
+            "{target} {addr}: {} {}, pipeline {}, {payload} B requests, {secs:.2} s\n  \
              requests:   {} ({rps:.0} req/s){}\n  throughput: {mbps:.2} MB/s (request payload, one way)\n  \
              latency us: p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  p99.9 {p999:.1}  max {max:.1}\n  \
              client cpu: {cpu_pct:.0}% of one core",
             args.conns,
+            if args.target == Target::UdpEcho { "sockets" } else { "connections" },
             plan.pipeline,
             t.completed,
             if t.lost > 0 { format!(", {} datagrams lost", t.lost) } else { String::new() },
