@@ -1,11 +1,9 @@
 //! `wireloop exec` on the command line: arguments after `--` stay apart, as
-//! `docker exec` and `kubectl exec` keep them, and an interactive session
-//! shows a failing command's status.
+//! `docker exec` and `kubectl exec` keep them; one argument is a shell line.
 
 mod util;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use util::{Server, BIN};
 

@@ -111,12 +111,10 @@ fn plan(args: &ServeArgs) -> Result<Vec<(&'static str, &'static str, SocketAddr,
     ];
     let mut all = all;
     let wants = |name: &str| args.only.as_ref().map_or(true, |only| only.iter().any(|o| o == name));
-    match args.exec.exec {
-        Some(addr) => {
-            let svc = ExecService::new(args.exec.config(addr)?);
-            all.push(("exec", "tcp", addr, Box::new(move |lp, a| lp.listen(a, svc))));
-        }
-        None => {}
+    // `sanity` has refused `--only exec` without an address.
+    if let Some(addr) = args.exec.exec {
+        let svc = ExecService::new(args.exec.config(addr)?);
+        all.push(("exec", "tcp", addr, Box::new(move |lp, a| lp.listen(a, svc))));
     }
     // RFC 868 and 867 are off unless an address is given.
     if let Some(addr) = args.time.rfc868 {
