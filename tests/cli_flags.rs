@@ -138,6 +138,7 @@ fn every_client_duration_and_size_flag_is_bounded() {
         (&["bench", "echo", "127.0.0.1:9", "--size=1000000000000"], "--size"),
         (&["bench", "echo", "127.0.0.1:9", "--pipeline=1000000000000000000"], "--pipeline"),
         (&["bench", "echo", "127.0.0.1:9", "--conns=0"], "--conns"),
+        (&["bench", "echo", "127.0.0.1:9", "-P", "0"], "--pipeline"),
         (&["bench", "echo", "127.0.0.1:9", "--raw", "x", "--reply-len=1000000000000"], "--reply-len"),
     ];
     for (args, flag) in cases {

@@ -10,20 +10,20 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::{input_lines, parse_addr, values};
+use super::{input_lines, peer, values, Peer};
 
 #[derive(Debug, Args)]
 pub struct EchoArgs {
-    /// Server address (or a bare port on 127.0.0.1).
-    #[arg(default_value = "127.0.0.1:8080", value_parser = parse_addr)]
-    addr: SocketAddr,
+    /// Server: HOST:PORT, [v6]:PORT, or a bare port on 127.0.0.1.
+    #[arg(default_value = "127.0.0.1:8080", value_parser = peer)]
+    addr: Peer,
 }
 
 #[derive(Debug, Args)]
 pub struct UdpEchoArgs {
-    /// Server address (or a bare port on 127.0.0.1).
-    #[arg(default_value = "127.0.0.1:8081", value_parser = parse_addr)]
-    addr: SocketAddr,
+    /// Server: HOST:PORT, [v6]:PORT, or a bare port on 127.0.0.1.
+    #[arg(default_value = "127.0.0.1:8081", value_parser = peer)]
+    addr: Peer,
     /// Seconds to wait for each reply.
     #[arg(long, value_name = "SECS", default_value = "2", value_parser = values::positive_secs)]
     timeout: Duration,
@@ -35,16 +35,17 @@ pub struct UdpEchoArgs {
 /// Replies are printed by that thread, which tells the input loop when one is
 /// out so the next prompt comes after it.
 pub fn run_tcp(args: EchoArgs) -> Result<ExitCode, String> {
-    let addr = args.addr;
-    let stream = TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let stream = args.addr.tcp()?;
+    let addr = args.addr.to_string();
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
     let (printed, replies) = mpsc::channel::<()>();
+    let shown = addr.clone();
     std::thread::Builder::new()
         .name("echo-reader".into())
         .spawn(move || {
             let why = print_replies(BufReader::new(stream), &printed);
             // Whatever the input loop is doing, the session is over.
-            eprintln!("wireloop: {addr} {why}");
+            eprintln!("wireloop: {shown} {why}");
             std::process::exit(1);
         })
         .map_err(|e| e.to_string())?;
@@ -79,9 +80,10 @@ fn print_replies(mut reader: BufReader<TcpStream>, printed: &mpsc::Sender<()>) -
 
 pub fn run_udp(args: UdpEchoArgs) -> Result<ExitCode, String> {
     let timeout = args.timeout;
-    let local: SocketAddr = if args.addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+    let to = args.addr.udp();
+    let local: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
     let socket = UdpSocket::bind(local).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
-    socket.connect(args.addr).map_err(|e| format!("cannot reach {}: {e}", args.addr))?;
+    socket.connect(to).map_err(|e| format!("cannot reach {}: {e}", args.addr))?;
     socket.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     let mut buf = vec![0u8; 65_536];
     let mut missed = 0u32;

@@ -17,8 +17,9 @@ use wireloop::codec::frame::ByteOrder;
 use wireloop::codec::header::{encode_header, HeaderDecoder, Item, DEFAULT_MAX_HEADER};
 use wireloop::services::exec::spawn::{RunAs, DEFAULT_ENV_PASS};
 use wireloop::services::exec::ExecConfig;
+use wireloop::services::foreign::foreign_reply;
 
-use super::{input_lines, parse_addr, token, values};
+use super::{input_lines, parse_addr, peer, token, values, Peer};
 
 /// `serve` flags for the command runner. It is off unless `--exec` is given.
 #[derive(Debug, Args)]
@@ -70,6 +71,11 @@ fn parse_env(s: &str) -> Result<(String, String), String> {
 }
 
 impl ExecServeArgs {
+    /// Whether a token is configured (by value or file).
+    pub fn has_token(&self) -> bool {
+        self.exec_token.is_some() || self.exec_token_file.is_some()
+    }
+
     /// The service settings, refusing an unsafe binding.
     pub fn config(&self, addr: SocketAddr) -> Result<ExecConfig, String> {
         let token = token::server_secret("exec", addr, self.exec_token.as_deref(), self.exec_token_file.as_ref())?;
@@ -109,31 +115,39 @@ impl ExecServeArgs {
 
 #[derive(Debug, Args)]
 pub struct ExecArgs {
-    /// Server address (or a bare port on 127.0.0.1).
-    #[arg(default_value = "127.0.0.1:8083", value_parser = parse_addr)]
-    addr: SocketAddr,
+    /// Server: HOST:PORT, [v6]:PORT, or a bare port on 127.0.0.1.
+    #[arg(default_value = "127.0.0.1:8083", value_parser = peer)]
+    addr: Peer,
     /// Token for a server that requires one (or set WIRELOOP_TOKEN).
     #[arg(long, env = "WIRELOOP_TOKEN", hide_env_values = true)]
     token: Option<String>,
     /// Timeout to ask for, in milliseconds (the server caps it).
     #[arg(long, value_name = "MS", value_parser = values::millis)]
     timeout_ms: Option<Duration>,
-    /// The command to run; with none, prompts for command lines (`quit` ends).
+    /// The command to run. One argument is a shell command line (`-- 'ls | wc -l'`);
+    /// several are kept apart, each quoted for the shell (`-- sh -c 'exit 7'`),
+    /// as `docker exec` does. With none, prompts for command lines (`quit` ends).
     #[arg(last = true, value_name = "CMD")]
     cmd: Vec<String>,
 }
 
 pub fn run(args: ExecArgs) -> Result<ExitCode, String> {
-    let mut stream = TcpStream::connect(args.addr).map_err(|e| format!("cannot connect to {}: {e}", args.addr))?;
+    let mut stream = args.addr.tcp()?;
     let mut decoder = HeaderDecoder::new(ByteOrder::Little, DEFAULT_MAX_HEADER);
     let mut buf = Vec::new();
+    let mut spoke = false;
     if !args.cmd.is_empty() {
-        return run_one(&args, &args.cmd.join(" "), &mut stream, &mut decoder, &mut buf).map(ExitCode::from);
+        let cmd = command_line(&args.cmd);
+        return run_one(&args, &cmd, &mut stream, &mut decoder, &mut buf, &mut spoke).map(ExitCode::from);
     }
     let mut last = 0;
     for line in input_lines("$ ", true) {
         let line = line.map_err(|e| format!("reading stdin: {e}"))?;
-        last = run_one(&args, &line, &mut stream, &mut decoder, &mut buf)?;
+        last = run_one(&args, &line, &mut stream, &mut decoder, &mut buf, &mut spoke)?;
+        if last != 0 {
+            // As a shell prompt would: a failure is not silent.
+            eprintln!("exit {last}");
+        }
     }
     Ok(ExitCode::from(last))
 }
@@ -145,6 +159,7 @@ fn run_one(
     stream: &mut TcpStream,
     decoder: &mut HeaderDecoder,
     buf: &mut Vec<u8>,
+    spoke: &mut bool,
 ) -> Result<u8, String> {
     let mut req = Map::new();
     req.insert("cmd".into(), json!(cmd));
@@ -161,11 +176,21 @@ fn run_one(
     let mut sink: Option<bool> = None; // Some(true) = stderr
     let mut chunk = [0u8; 64 * 1024];
     loop {
-        while let Some(d) = decoder.decode(buf).map_err(|e| format!("bad reply from the server: {e}"))? {
+        loop {
+            let d = match decoder.decode(buf) {
+                Ok(Some(d)) => d,
+                Ok(None) => break,
+                Err(_) if !*spoke => return Err(stranger(&args.addr, buf, stream)),
+                Err(e) => return Err(format!("bad reply from the server: {e}")),
+            };
             let consumed = d.consumed;
             match d.item {
                 Item::Header(h) => {
                     let kind = h.get("type").and_then(Value::as_str).unwrap_or("");
+                    if !matches!(kind, "stdout" | "stderr" | "exit" | "error") && !*spoke {
+                        return Err(stranger(&args.addr, buf, stream));
+                    }
+                    *spoke = true;
                     match kind {
                         "stdout" | "stderr" => {
                             let len = h.get("len").and_then(Value::as_u64).ok_or("reply without a \"len\"")?;
@@ -208,6 +233,33 @@ fn run_one(
     }
 }
 
+/// The shell command line for `CMD…`: one argument is used as written (it is
+/// a command line already); several are each quoted, so the server's
+/// `/bin/sh -c` sees exactly these words.
+fn command_line(cmd: &[String]) -> String {
+    match cmd {
+        [one] => one.clone(),
+        many => many.iter().map(|a| sh_quote(a)).collect::<Vec<_>>().join(" "),
+    }
+}
+
+/// `s` as one POSIX shell word: inside single quotes nothing is special, and
+/// a single quote itself is written `'\''` (close, escaped quote, reopen).
+/// Words of only safe characters are left bare.
+fn sh_quote(s: &str) -> String {
+    let safe = |b: u8| b.is_ascii_alphanumeric() || b"_-./:,+@%".contains(&b);
+    if !s.is_empty() && s.bytes().all(safe) {
+        return s.to_string();
+    }
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+/// The line for a server of another protocol, whose first reply began with `got`.
+fn stranger(addr: &Peer, got: &[u8], stream: &TcpStream) -> String {
+    let mut more = stream;
+    foreign_reply(addr, "exec", got, &mut more, stream)
+}
+
 /// Consumes the (empty) body of a final message.
 fn finish_body(decoder: &mut HeaderDecoder, buf: &mut Vec<u8>) -> Result<(), String> {
     if let Some(d) = decoder.decode(buf).map_err(|e| e.to_string())? {
@@ -227,5 +279,22 @@ fn exit_code(h: &Map<String, Value>) -> u8 {
         (Some(c), _) => u8::try_from(c.clamp(0, 255)).unwrap_or(1),
         (None, Some(s)) => u8::try_from((128 + s).clamp(0, 255)).unwrap_or(1),
         _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{command_line, sh_quote};
+
+    #[test]
+    fn words_are_quoted_for_sh() {
+        assert_eq!(sh_quote("plain-word_1.txt"), "plain-word_1.txt");
+        assert_eq!(sh_quote(""), "''");
+        assert_eq!(sh_quote("a b"), "'a b'");
+        assert_eq!(sh_quote("it's"), "'it'\\''s'");
+        assert_eq!(sh_quote("$HOME `x` \\n"), "'$HOME `x` \\n'");
+        let words = ["sh".to_string(), "-c".into(), "exit 7".into()];
+        assert_eq!(command_line(&words), "sh -c 'exit 7'");
+        assert_eq!(command_line(&["ls | wc -l".to_string()]), "ls | wc -l");
     }
 }

@@ -24,12 +24,12 @@ use std::time::Duration;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::Value;
-use wireloop::services::files::client::{md5_of, Client};
+use wireloop::services::files::client::{md5_of, Client, ClientError};
 use wireloop::services::files::storage::{PartialBounds, DEFAULT_MAX_PARTIALS, DEFAULT_MAX_PARTIALS_PER_SOURCE};
 use wireloop::services::files::{self, FilesConfig};
 
 use super::token::{self, ClientToken};
-use super::{parse_addr, shown, values};
+use super::{parse_addr, peer, shown, values, Peer};
 
 /// The files service's default address.
 const DEFAULT_ADDR: &str = "127.0.0.1:8086";
@@ -158,17 +158,17 @@ pub struct LsArgs {
 
 /// Splits `[ADDR] REST…`: the first word is the address when there are
 /// more words than `rest` needs, or when it parses as one.
-fn split_addr(words: &[String], rest: usize) -> Result<(SocketAddr, Vec<String>), String> {
-    let default = || parse_addr(DEFAULT_ADDR).expect("literal");
+fn split_addr(words: &[String], rest: usize) -> Result<(Peer, Vec<String>), String> {
+    let default = || peer(DEFAULT_ADDR).expect("literal");
     match words.first() {
-        Some(w) if words.len() > rest => Ok((parse_addr(w)?, words[1..].to_vec())),
-        Some(w) if rest == 0 => parse_addr(w).map(|a| (a, Vec::new())),
+        Some(w) if words.len() > rest => Ok((peer(w)?, words[1..].to_vec())),
+        Some(w) if rest == 0 => peer(w).map(|a| (a, Vec::new())),
         _ => Ok((default(), words.to_vec())),
     }
 }
 
-fn connect(addr: SocketAddr, auth: &ClientToken) -> Result<Client, String> {
-    let client = Client::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+fn connect(addr: &Peer, auth: &ClientToken) -> Result<Client, String> {
+    let client = Client::from_stream(addr.tcp()?).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     Ok(client.with_token(auth.token.clone()))
 }
 
@@ -199,10 +199,18 @@ pub fn run_put(args: PutArgs) -> Result<ExitCode, String> {
     let pb = bar(size, "hashing");
     let md5 = md5_of(open()?, |n| pb.set_position(n)).map_err(|e| format!("reading {}: {e}", path.display()))?;
     pb.finish_and_clear();
-    let mut client = connect(addr, &args.auth)?;
+    let mut client = connect(&addr, &args.auth)?;
     // Resume when the server holds an interrupted upload of this very file.
     let mut offset = 0;
-    if let Ok(st) = client.stat(&name) {
+    // A refusal (no such file, say) is answered by the upload itself; a
+    // broken connection or a server of another protocol ends here.
+    let stat = match client.stat(&name) {
+        Err(e @ (ClientError::Io(_) | ClientError::Protocol(_))) => {
+            return Err(format!("upload of {} failed: {e}", path.display()))
+        }
+        other => other,
+    };
+    if let Ok(st) = stat {
         let same = st.get("partial_file_size").and_then(Value::as_u64) == Some(size)
             && st.get("partial_md5").and_then(Value::as_str) == Some(md5.as_str());
         if same {
@@ -225,9 +233,9 @@ pub fn run_put(args: PutArgs) -> Result<ExitCode, String> {
 pub fn run_get(args: GetArgs) -> Result<ExitCode, String> {
     let (addr, rest) = split_addr(&args.words, 1)?;
     let name = rest[0].clone();
-    let mut client = connect(addr, &args.auth)?;
     let to_stdout = args.output.as_deref() == Some(Path::new("-"));
     if to_stdout {
+        let mut client = connect(&addr, &args.auth)?;
         let pb = bar(0, "receiving");
         let info = client
             .get(&name, io::stdout().lock(), |n, t| {
@@ -240,14 +248,25 @@ pub fn run_get(args: GetArgs) -> Result<ExitCode, String> {
         eprintln!("received {} ({} bytes, md5 {} verified)", shown(&info.file_name), info.file_size, info.md5);
         return Ok(ExitCode::SUCCESS);
     }
+    // The name's last component: the file's name here, as `cp` and `scp` keep it.
+    let base = || name.rsplit('/').next().filter(|s| !s.is_empty()).ok_or("give -o PATH for this name");
     let out = match args.output {
+        Some(p) if p.is_dir() => p.join(base()?),
         Some(p) => p,
-        None => PathBuf::from(name.rsplit('/').next().filter(|s| !s.is_empty()).ok_or("give -o PATH for this name")?),
+        None => PathBuf::from(base()?),
     };
     let mut tmp = out.clone().into_os_string();
     tmp.push(".wireloop-part");
     let tmp = PathBuf::from(tmp);
+    // The destination is checked (created) before the server is asked for a byte.
     let file = File::create(&tmp).map_err(|e| format!("cannot create {}: {e}", tmp.display()))?;
+    let mut client = match connect(&addr, &args.auth) {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
     let mut w = io::BufWriter::with_capacity(256 * 1024, file);
     let pb = bar(0, "receiving");
     let got = client.get(&name, &mut w, |n, t| {
@@ -281,14 +300,14 @@ pub fn run_get(args: GetArgs) -> Result<ExitCode, String> {
 pub fn run_ls(args: LsArgs) -> Result<ExitCode, String> {
     let (addr, rest) = match args.words.len() {
         0 => split_addr(&[], 0)?,
-        1 => match parse_addr(&args.words[0]) {
+        1 => match peer(&args.words[0]) {
             Ok(a) => (a, Vec::new()),
             Err(_) => split_addr(&args.words, 1)?,
         },
         _ => split_addr(&args.words, 1)?,
     };
     let prefix = rest.first().cloned().unwrap_or_default();
-    let mut client = connect(addr, &args.auth)?;
+    let mut client = connect(&addr, &args.auth)?;
     let mut out = io::stdout().lock();
     let mut written = Ok(());
     if args.partials {

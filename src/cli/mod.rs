@@ -1,5 +1,6 @@
 //! Command-line parsing (clap derive) and dispatch to the subcommands.
 
+mod addr;
 mod bench;
 mod chop;
 mod echo;
@@ -19,6 +20,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub(crate) use addr::{peer, peer_or_host, Peer};
 pub(crate) use escape::shown;
 
 /// Event-driven socket servers on one thread, and clients to talk to them.

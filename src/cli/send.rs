@@ -7,14 +7,19 @@
 //!
 //! With no MESSAGE it reads stdin lines, like the tutorial's clients.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::TcpStream;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
 use wireloop::codec::frame::encode_frame;
+use wireloop::services::foreign::foreign_reply;
 
-use super::{input_lines, parse_addr, Order};
+use super::{input_lines, peer, Order, Peer};
+
+/// How the services' refusals begin.
+const ERROR: &[u8] = b"error: ";
 
 #[derive(Debug, Args)]
 pub struct SendArgs {
@@ -32,29 +37,42 @@ pub struct SendArgs {
 
 pub fn run(args: SendArgs) -> Result<ExitCode, String> {
     let mut words = args.words.clone();
-    let addr: SocketAddr = match words.first().map(|w| parse_addr(w)) {
+    let addr: Peer = match words.first().map(|w| peer(w)) {
         Some(Ok(a)) => {
             words.remove(0);
             a
         }
-        _ if args.handshake => "127.0.0.1:8085".parse().expect("literal"),
-        _ => "127.0.0.1:8084".parse().expect("literal"),
+        _ if args.handshake => Peer::loopback(8085),
+        _ => Peer::loopback(8084),
     };
-    let stream = TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let stream = addr.tcp()?;
     let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
     let mut writer = stream;
+    let protocol = if args.handshake { "handshake" } else { "framed" };
+    let mut spoke = false;
     let mut send_one = |msg: &str| -> Result<(), String> {
         let io = |e: std::io::Error| format!("talking to {addr}: {e}");
         if args.handshake {
             writer.write_all(format!("{}\n", msg.len()).as_bytes()).map_err(io)?;
-            expect(&mut reader, b"ready")?;
-            writer.write_all(msg.as_bytes()).map_err(io)?;
+            // A handshake server answers the length line at once; a server
+            // of another protocol may wait for more bytes forever.
+            writer.set_read_timeout(Some(READY_WITHIN)).map_err(io)?;
+            let ready = expect(&mut reader, b"ready", &mut spoke, &addr, protocol, &writer);
+            writer.set_read_timeout(None).map_err(io)?;
+            ready?;
+            if let Err(e) = writer.write_all(msg.as_bytes()) {
+                return Err(refusal(&mut reader).unwrap_or_else(|| io(e)));
+            }
         } else {
             let mut frame = Vec::new();
             encode_frame(args.byte_order.into(), msg.as_bytes(), &mut frame).map_err(|e| e.to_string())?;
-            writer.write_all(&frame).map_err(io)?;
+            if let Err(e) = writer.write_all(&frame) {
+                // The server refuses a frame over its limit and closes: the
+                // write fails, and its `error:` line says why.
+                return Err(refusal(&mut reader).unwrap_or_else(|| io(e)));
+            }
         }
-        expect(&mut reader, b"success")?;
+        expect(&mut reader, b"success", &mut spoke, &addr, protocol, &writer)?;
         println!("success");
         Ok(())
     };
@@ -70,14 +88,48 @@ pub fn run(args: SendArgs) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Reads the fixed reply `want`; anything else is the server's error line.
-fn expect(reader: &mut impl BufRead, want: &[u8]) -> Result<(), String> {
+/// The server's `error: ` line, if it sent one (it stopped reading us).
+fn refusal(reader: &mut impl BufRead) -> Option<String> {
+    let mut line = Vec::new();
+    reader.take(4096).read_until(b'\n', &mut line).ok()?;
+    let text = String::from_utf8_lossy(&line);
+    text.starts_with("error: ").then(|| format!("server said: {}", text.trim_end()))
+}
+
+/// How long a handshake server may take to answer the length line.
+const READY_WITHIN: Duration = Duration::from_secs(3);
+
+/// Reads the fixed reply `want`; an `error: ` line is the server's refusal;
+/// before any good reply (`spoke`), anything else means `addr` speaks
+/// another protocol than `protocol`.
+fn expect(
+    reader: &mut impl BufRead,
+    want: &[u8],
+    spoke: &mut bool,
+    addr: &Peer,
+    protocol: &str,
+    sock: &TcpStream,
+) -> Result<(), String> {
     let mut got = vec![0u8; want.len()];
     if let Err(e) = reader.read_exact(&mut got) {
+        if !*spoke && matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+            return Err(format!(
+                "{addr} does not speak the {protocol} protocol (no `{}` within {READY_WITHIN:?})",
+                String::from_utf8_lossy(want)
+            ));
+        }
         return Err(format!("no `{}` from the server: {e}", String::from_utf8_lossy(want)));
     }
     if got == want {
+        *spoke = true;
         return Ok(());
+    }
+    let n = got.len().min(ERROR.len());
+    if got[..n] != ERROR[..n] {
+        if *spoke {
+            return Err(format!("unexpected reply from {addr}: \"{}\"", String::from_utf8_lossy(&got)));
+        }
+        return Err(foreign_reply(addr, protocol, &got, reader, sock));
     }
     let mut rest = Vec::new();
     let _ = reader.take(4096).read_until(b'\n', &mut rest);

@@ -130,16 +130,11 @@ fn plan(
     ];
     let mut all = all;
     let wants = |name: &str| args.only.as_ref().map_or(true, |only| only.iter().any(|o| o == name));
-    match args.exec.exec {
-        Some(addr) => {
-            let svc = ExecService::new(args.exec.config(addr)?);
-            exec_probe(catalog, &svc);
-            all.push(("exec", "tcp", addr, Box::new(move |lp, a| lp.listen(a, svc))));
-        }
-        None if args.only.as_ref().is_some_and(|o| o.iter().any(|n| n == "exec")) => {
-            return Err("exec is off unless --exec ADDR is given".into());
-        }
-        None => {}
+    // `sanity` has refused `--only exec` without an address.
+    if let Some(addr) = args.exec.exec {
+        let svc = ExecService::new(args.exec.config(addr)?);
+        exec_probe(catalog, &svc);
+        all.push(("exec", "tcp", addr, Box::new(move |lp, a| lp.listen(a, svc))));
     }
     // RFC 868 and 867 are off unless an address is given.
     if let Some(addr) = args.time.rfc868 {
@@ -229,7 +224,50 @@ const PER_WORKER: &[&str] = &["echo", "udp-echo", "framed", "handshake", "time",
 /// A listening socket a worker bound: (service, transport, address).
 type Bound3 = (&'static str, &'static str, SocketAddr);
 
+/// Checks that the command line makes sense before anything starts: every
+/// service `--only` names can run, every optional service given an address
+/// runs, something is served, and the files root is a directory. Warns when
+/// a token-guarded service is reachable beyond loopback.
+fn sanity(args: &ServeArgs) -> Result<(), String> {
+    let named = |name: &str| args.only.as_ref().is_some_and(|o| o.iter().any(|n| n == name));
+    let wants = |name: &str| args.only.is_none() || named(name);
+    let optional = [("exec", args.exec.exec), ("rfc868", args.time.rfc868), ("daytime", args.time.daytime)];
+    for (name, addr) in optional {
+        match addr {
+            None if named(name) => return Err(format!("{name} is off unless --{name} ADDR is given")),
+            Some(a) if !wants(name) => return Err(format!("--{name} {a} is given but --only leaves {name} out")),
+            _ => {}
+        }
+    }
+    if let Some(only) = &args.only {
+        if only.is_empty() {
+            return Err("--only names no service: there is nothing to serve".into());
+        }
+    }
+    let root = &args.files.files_root;
+    if wants("files") && root.exists() && !root.is_dir() {
+        return Err(format!("--files-root {} is not a directory", root.display()));
+    }
+    let files_token = args.files.files_token.is_some() || args.files.files_token_file.is_some();
+    let guarded = [("exec", args.exec.exec, args.exec.has_token()), ("files", Some(args.files.files), files_token)];
+    for (name, addr, token) in guarded {
+        // Without a token the service refuses to start (`token::server_secret`).
+        if let Some(a) = addr.filter(|a| token && wants(name) && !a.ip().is_loopback()) {
+            log::warn!(
+                "{name} on {a}: the token and all data travel in clear text (no TLS); \
+                 use it only on a network you trust, or through a tunnel (ssh -L, WireGuard)"
+            );
+        }
+    }
+    Ok(())
+}
+
 pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
+    if let Err(e) = sanity(&args) {
+        // A usage error: nothing has started.
+        eprintln!("wireloop: {e}");
+        return Ok(ExitCode::from(2));
+    }
     let (cfg, grace) = args.limits.config()?;
     let workers = args.workers.max(1);
     // Handlers first: a signal sent as soon as the listening lines appear

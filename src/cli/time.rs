@@ -17,7 +17,7 @@ use wireloop::services::sntp::{client_request, offset_delay, NtpTimestamp, Packe
 use wireloop::services::time::{daytime_answer, rfc868_answer, Limited, TimeService, DEFAULT_FORMAT};
 use wireloop::{Bound, EventLoop};
 
-use super::{input_lines, parse_addr, values};
+use super::{input_lines, parse_addr, peer, peer_or_host, values, Peer};
 
 /// `wireloop serve` flags for the `time` and `sntp` services.
 #[derive(Debug, Clone, Copy, Args)]
@@ -126,8 +126,8 @@ fn parse_refid(s: &str) -> Result<[u8; 4], String> {
 pub struct TimeArgs {
     /// `[ADDR] [FORMAT]`: server (default 127.0.0.1:8082; the first word is the
     /// address when it looks like one) and strftime format (empty: the
-    /// server's default, %Y-%m-%d %X). With no FORMAT on a terminal, prompts
-    /// for formats until EOF or `quit`.
+    /// server's default, %Y-%m-%d %X). With no FORMAT, reads formats from
+    /// stdin, one a line (prompting on a terminal), until EOF or `quit`.
     #[arg(value_name = "[ADDR] [FORMAT]", num_args = 0..=2)]
     words: Vec<String>,
     /// Seconds to wait for each reply.
@@ -137,9 +137,9 @@ pub struct TimeArgs {
 
 #[derive(Debug, Args)]
 pub struct SntpArgs {
-    /// Server address (or a bare port on 127.0.0.1).
-    #[arg(default_value = "127.0.0.1:8123", value_parser = parse_addr)]
-    addr: SocketAddr,
+    /// Server: HOST (port 123), HOST:PORT, [v6]:PORT, or a bare port on 127.0.0.1.
+    #[arg(default_value = "127.0.0.1:8123", value_parser = |s: &str| peer_or_host(s, 123))]
+    addr: Peer,
     /// Seconds to wait for the reply.
     #[arg(long, value_name = "SECS", default_value = "2", value_parser = values::positive_secs)]
     timeout: Duration,
@@ -149,10 +149,11 @@ pub struct SntpArgs {
 }
 
 /// A UDP socket connected to `addr`, reading with `timeout`.
-fn udp_to(addr: SocketAddr, timeout: Duration) -> Result<UdpSocket, String> {
-    let local: SocketAddr = if addr.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
+fn udp_to(addr: &Peer, timeout: Duration) -> Result<UdpSocket, String> {
+    let to = addr.udp();
+    let local: SocketAddr = if to.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" }.parse().expect("literal");
     let socket = UdpSocket::bind(local).map_err(|e| format!("cannot open a UDP socket: {e}"))?;
-    socket.connect(addr).map_err(|e| format!("cannot reach {addr}: {e}"))?;
+    socket.connect(to).map_err(|e| format!("cannot reach {addr}: {e}"))?;
     socket.set_read_timeout(Some(timeout)).map_err(|e| e.to_string())?;
     Ok(socket)
 }
@@ -168,16 +169,16 @@ fn drain(socket: &UdpSocket, buf: &mut [u8]) {
 
 pub fn run_time(args: TimeArgs) -> Result<ExitCode, String> {
     let timeout = args.timeout;
-    let default: SocketAddr = "127.0.0.1:8082".parse().expect("literal");
+    let default = Peer::loopback(8082);
     let (addr, format) = match args.words.as_slice() {
         [] => (default, None),
-        [one] => match parse_addr(one) {
+        [one] => match peer(one) {
             Ok(a) => (a, None),
             Err(_) => (default, Some(one.clone())),
         },
-        [addr, format, ..] => (parse_addr(addr)?, Some(format.clone())),
+        [addr, format, ..] => (peer(addr)?, Some(format.clone())),
     };
-    let socket = udp_to(addr, timeout)?;
+    let socket = udp_to(&addr, timeout)?;
     let mut buf = vec![0u8; 65_536];
     let mut ask = |format: &str| -> Result<bool, String> {
         drain(&socket, &mut buf);
@@ -206,21 +207,26 @@ pub fn run_time(args: TimeArgs) -> Result<ExitCode, String> {
     };
     let all_ok = match format {
         Some(f) => ask(&f)?,
-        None if io::stdin().is_terminal() => {
-            let mut all_ok = true;
+        // Formats from stdin, one a line, prompted for on a terminal; empty
+        // input (`< /dev/null`) asks once for the default.
+        None => {
+            let (mut all_ok, mut asked) = (true, false);
             for line in input_lines(&format!("format (empty: {DEFAULT_FORMAT})> "), false) {
                 all_ok &= ask(&line.map_err(|e| format!("reading stdin: {e}"))?)?;
+                asked = true;
+            }
+            if !asked && !io::stdin().is_terminal() {
+                all_ok = ask("")?;
             }
             all_ok
         }
-        None => ask("")?,
     };
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
 pub fn run_sntp(args: SntpArgs) -> Result<ExitCode, String> {
     let limit = args.timeout;
-    let addr = args.addr;
+    let addr = &args.addr;
     let socket = udp_to(addr, limit)?;
     let t1 = NtpTimestamp::now();
     socket.send(&client_request(args.ntp_version, t1).encode()).map_err(|e| format!("sending to {addr}: {e}"))?;

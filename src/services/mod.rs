@@ -63,6 +63,7 @@ pub mod auth;
 pub mod echo;
 pub mod exec;
 pub mod files;
+pub mod foreign;
 pub mod framed;
 pub mod handshake;
 pub mod metrics;

@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use hdrhistogram::Histogram;
 
-use super::{parse_addr, values};
+use super::{peer, values, Peer};
 
 /// Which service to load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -52,8 +52,8 @@ pub struct BenchArgs {
     #[arg(value_enum)]
     target: Target,
     /// Server address (a bare port means loopback); default: the service's default address.
-    #[arg(value_parser = parse_addr)]
-    addr: Option<SocketAddr>,
+    #[arg(value_parser = peer)]
+    addr: Option<Peer>,
     /// Connections (UDP: sockets).
     #[arg(short = 'c', long = "conns", default_value_t = 50, value_parser = |s: &str| count(s, 1_000_000))]
     conns: usize,
@@ -264,14 +264,19 @@ fn cpu_seconds() -> f64 {
 
 pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
     let plan = plan(&args)?;
-    let addr = args.addr.unwrap_or_else(|| {
-        let port = match args.target {
-            Target::Echo => 8080,
-            Target::Framed => 8084,
-            Target::UdpEcho => 8081,
-        };
-        SocketAddr::from(([127, 0, 0, 1], port))
-    });
+    let addr = match &args.addr {
+        // Every connection goes to the address the first one reached.
+        Some(p) if args.target != Target::UdpEcho => p.tcp()?.peer_addr().map_err(|e| e.to_string())?,
+        Some(p) => p.udp(),
+        None => {
+            let port = match args.target {
+                Target::Echo => 8080,
+                Target::Framed => 8084,
+                Target::UdpEcho => 8081,
+            };
+            SocketAddr::from(([127, 0, 0, 1], port))
+        }
+    };
     let threads = args.threads.clamp(1, args.conns);
     let shared = Shared {
         limit: args.requests.unwrap_or(u64::MAX),
@@ -348,11 +353,12 @@ fn report(
     } else {
         writeln!(
             out,
-            "{target} {addr}: {} connections, pipeline {}, {payload} B requests, {secs:.2} s\n  \
+            "{target} {addr}: {} {}, pipeline {}, {payload} B requests, {secs:.2} s\n  \
              requests:   {} ({rps:.0} req/s){}\n  throughput: {mbps:.2} MB/s (request payload, one way)\n  \
              latency us: p50 {p50:.1}  p90 {p90:.1}  p99 {p99:.1}  p99.9 {p999:.1}  max {max:.1}\n  \
              client cpu: {cpu_pct:.0}% of one core",
             args.conns,
+            if args.target == Target::UdpEcho { "sockets" } else { "connections" },
             plan.pipeline,
             t.completed,
             if t.lost > 0 { format!(", {} datagrams lost", t.lost) } else { String::new() },

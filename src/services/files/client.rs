@@ -18,12 +18,13 @@ use std::fmt;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 
-use byteorder::{LittleEndian, ReadBytesExt, WriteBytesExt};
+use byteorder::{LittleEndian, WriteBytesExt};
 use md5::{Digest, Md5};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
 use super::storage::{hex, Entry, PartialEntry, CHUNK};
+use crate::services::foreign;
 
 /// Largest reply header the client accepts (a listing page is at most
 /// 64 KiB of names; this leaves room for servers that page differently).
@@ -94,6 +95,9 @@ pub struct FileInfo {
 pub struct Client {
     stream: TcpStream,
     token: Option<String>,
+    /// A well-formed reply has come: later nonsense is a broken reply, not
+    /// a server of another protocol.
+    spoke: bool,
 }
 
 impl Client {
@@ -101,7 +105,13 @@ impl Client {
     pub fn connect(addr: SocketAddr) -> io::Result<Client> {
         let stream = TcpStream::connect(addr)?;
         stream.set_nodelay(true)?;
-        Ok(Client { stream, token: None })
+        Ok(Client { stream, token: None, spoke: false })
+    }
+
+    /// Uses a connection already made (to a name with several addresses, say).
+    pub fn from_stream(stream: TcpStream) -> io::Result<Client> {
+        stream.set_nodelay(true)?;
+        Ok(Client { stream, token: None, spoke: false })
     }
 
     /// Sends `token` in every request (for a server started with a token).
@@ -130,21 +140,56 @@ impl Client {
 
     /// Reads one reply header; `{"ok": false}` becomes [`ClientError::Server`].
     pub fn read_reply(&mut self) -> Result<Map<String, Value>, ClientError> {
-        let len = self.stream.read_i32::<LittleEndian>()?;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&n| n > 0 && n <= MAX_REPLY)
-            .ok_or_else(|| ClientError::Protocol(format!("bad reply length {len}")))?;
+        let mut prefix = [0u8; 4];
+        self.stream.read_exact(&mut prefix)?;
+        let len = i32::from_le_bytes(prefix);
+        let Some(len) = usize::try_from(len).ok().filter(|&n| n > 0 && n <= MAX_REPLY) else {
+            return Err(self
+                .foreign(&prefix)
+                .unwrap_or_else(|| ClientError::Protocol(format!("bad reply length {len}"))));
+        };
         let mut raw = vec![0u8; len];
         self.stream.read_exact(&mut raw)?;
-        let v: Value = serde_json::from_slice(&raw).map_err(|e| ClientError::Protocol(format!("bad reply: {e}")))?;
-        let Value::Object(map) = v else { return Err(ClientError::Protocol("reply is not a JSON object".into())) };
+        let map = match serde_json::from_slice(&raw) {
+            // Every reply of the service says `"ok": true` or `false`.
+            Ok(Value::Object(map)) if map.get("ok").is_some_and(Value::is_boolean) => map,
+            Ok(Value::Object(map)) => {
+                raw.splice(0..0, prefix);
+                let no_ok = ClientError::Server(
+                    map.get("error").and_then(Value::as_str).unwrap_or("request failed, no reason given").to_string(),
+                );
+                return Err(self.foreign(&raw).unwrap_or(no_ok));
+            }
+            Ok(_) => {
+                return Err(self
+                    .foreign(&[&prefix[..], &raw].concat())
+                    .unwrap_or(ClientError::Protocol("reply is not a JSON object".into())))
+            }
+            Err(e) => {
+                return Err(self
+                    .foreign(&[&prefix[..], &raw].concat())
+                    .unwrap_or(ClientError::Protocol(format!("bad reply: {e}"))))
+            }
+        };
+        self.spoke = true;
         if map.get("ok") == Some(&Value::Bool(true)) {
             Ok(map)
         } else {
             let err = map.get("error").and_then(Value::as_str).unwrap_or("request failed, no reason given");
             Err(ClientError::Server(err.to_string()))
         }
+    }
+
+    /// Before any well-formed reply, nonsense means the server speaks
+    /// another protocol: says so, showing what came (`got`, then up to
+    /// [`foreign::SHOWN`] bytes that follow at once). `None` once it has spoken.
+    fn foreign(&mut self, got: &[u8]) -> Option<ClientError> {
+        if self.spoke {
+            return None;
+        }
+        let peer = self.stream.peer_addr().map_or_else(|_| "the server".to_string(), |a| a.to_string());
+        let mut more = &self.stream;
+        Some(ClientError::Protocol(foreign::foreign_reply(peer, "files", got, &mut more, &self.stream)))
     }
 
     /// `stat`: the reply as is (`file_size`/`md5` and/or `partial_size`).
@@ -262,6 +307,7 @@ impl Client {
                 // The server may have refused and closed: its reply says why.
                 return Err(match self.read_reply() {
                     Err(ClientError::Server(s)) => ClientError::Server(s),
+                    Err(ClientError::Protocol(p)) if !self.spoke => ClientError::Protocol(p),
                     _ => ClientError::Io(e),
                 });
             }
