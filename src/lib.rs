@@ -49,6 +49,7 @@ mod deadline;
 mod event_loop;
 mod id;
 pub mod listener;
+pub mod logline;
 mod mmsg;
 mod peer;
 pub mod ratelimit;

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let args = cli::Cli::parse();
+    cli::init_logging(args.log_format);
     match cli::run(args) {
         Ok(code) => code,
         Err(e) => {

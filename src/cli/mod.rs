@@ -29,6 +29,35 @@ pub(crate) use escape::shown;
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines (stderr): `human`, or `json` (one object a line: ts, level, target, msg).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Human)]
+    pub log_format: LogFormat,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// env_logger's usual `[time LEVEL target] message`.
+    Human,
+    /// One JSON object a line, for log shippers.
+    Json,
+}
+
+/// Starts logging (`RUST_LOG`, default `info`) in `format`.
+pub fn init_logging(format: LogFormat) {
+    let mut b = env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"));
+    if format == LogFormat::Json {
+        b.format(|buf, record| {
+            let line = serde_json::json!({
+                "ts": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                "level": record.level().as_str(),
+                "target": record.target(),
+                "msg": record.args().to_string(),
+            });
+            writeln!(buf, "{line}")
+        });
+    }
+    b.init();
 }
 
 #[derive(Debug, Subcommand)]

@@ -361,6 +361,7 @@ fn worker(wk: Worker<'_>, tx: &mpsc::Sender<Result<Vec<Bound3>, String>>, stoppe
             }
             let addr = known.get(name).copied().unwrap_or(addr);
             let b = install(&mut lp, addr).map_err(|e| format!("cannot bind {name} ({transport}) on {addr}: {e}"))?;
+            lp.set_label(b.id, name);
             match transport {
                 "tcp" => catalog.borrow_mut().tcp(name, b.id),
                 _ => catalog.borrow_mut().udp(name, b.id),
@@ -371,6 +372,7 @@ fn worker(wk: Worker<'_>, tx: &mpsc::Sender<Result<Vec<Bound3>, String>>, stoppe
             (0, Some(addr), shared) => {
                 let svc = MetricsService::new(catalog.clone(), shared.map(|s| (s, 0)));
                 let b = lp.listen(addr, svc).map_err(|e| format!("cannot bind metrics (tcp) on {addr}: {e}"))?;
+                lp.set_label(b.id, "metrics");
                 catalog.borrow_mut().tcp("metrics", b.id);
                 bound.push(("metrics", "tcp", b.addr));
             }

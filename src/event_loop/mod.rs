@@ -471,12 +471,17 @@ impl<S: 'static> Loop<S> {
                     let _ = stream.write(&reply);
                 }
                 l.stats.refused = l.stats.refused.saturating_add(1);
+                let name = l.label.as_deref().map_or_else(|| format!("listener {lid}"), str::to_string);
                 self.stats.refused += 1;
-                debug!("listener {lid}: refused {peer}: {conns} connections open, holding {fds_held} descriptors");
+                crate::info_limited!(
+                    "{name}: refused {peer}: {conns} connections open, holding {fds_held} descriptors (the limits: \
+                     {max} connections, {max_fds} descriptors)"
+                );
                 continue;
             }
             l.stats.accepted = l.stats.accepted.saturating_add(1);
             l.stats.open = l.stats.open.saturating_add(1);
+            let label = l.label.clone();
             let handler = l.service.accept(peer.clone());
             if let Err(e) = stream.set_nodelay(nodelay) {
                 debug!("set TCP_NODELAY for {peer}: {e}");
@@ -492,7 +497,10 @@ impl<S: 'static> Loop<S> {
                 }
                 continue;
             }
-            trace!("listener {lid}: accepted conn {id} from {}", conn.peer);
+            match &label {
+                Some(name) => trace!("{name}: accepted {} as conn {id}", conn.peer),
+                None => trace!("listener {lid}: accepted conn {id} from {}", conn.peer),
+            }
             self.insert(id, Source::Conn(conn));
             self.conns += 1;
             self.fds_held += fds;

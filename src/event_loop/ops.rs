@@ -38,6 +38,8 @@ use crate::timer::{TimerKind, Timers};
 pub(crate) struct ListenerSource<S> {
     pub(crate) listener: Listener,
     pub(crate) service: Box<dyn Service<S>>,
+    /// What log lines call it (`Loop::set_label`; default `listener N`).
+    pub(crate) label: Option<Box<str>>,
     pub(crate) paused: bool,
     pub(crate) stats: ListenerStats,
 }
@@ -250,6 +252,14 @@ impl<S: 'static> Loop<S> {
         Ok(Bound { id, addr })
     }
 
+    /// Names a listener in log lines (`echo: accepted 127.0.0.1:5555 as
+    /// conn 9`) instead of `listener N`. Unknown ids are ignored.
+    pub fn set_label(&mut self, id: SourceId, label: &str) {
+        if let Some(Source::Listener(l)) = self.get_mut(id) {
+            l.label = Some(label.into());
+        }
+    }
+
     /// Binds a Unix-domain stream listener at `path` and serves it with
     /// `service`. The socket file is removed when the listener closes. An
     /// existing file at `path` is an error (`AddrInUse`), never replaced.
@@ -266,7 +276,13 @@ impl<S: 'static> Loop<S> {
         self.registry.register(listener.source(), id.token(), Interest::READABLE)?;
         self.insert(
             id,
-            Source::Listener(ListenerSource { listener, service, paused: false, stats: ListenerStats::default() }),
+            Source::Listener(ListenerSource {
+                listener,
+                service,
+                label: None,
+                paused: false,
+                stats: ListenerStats::default(),
+            }),
         );
         Ok(id)
     }

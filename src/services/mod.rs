@@ -8,7 +8,7 @@ use crate::{Context, Flow, Handler, PeerAddr, Service};
 /// The line-protocol services' one way to refuse a peer (`framed`,
 /// `handshake`): an `error: <reason>` line, then close after flushing it.
 pub(crate) fn error_line<S: 'static>(service: &str, why: impl Display, cx: &mut Context<'_, S>) -> Flow {
-    log::debug!("{service} {} ({}): {}", cx.id(), cx.peer(), why);
+    crate::info_limited!("{service} {}: protocol error from {}: {}", cx.id(), cx.peer(), why);
     cx.out().extend_from_slice(format!("error: {why}\n").as_bytes());
     Flow::Close
 }

@@ -278,7 +278,7 @@ impl Exec {
     }
 
     fn error<S: 'static>(&mut self, cx: &mut Context<'_, S>, msg: &str) {
-        debug!("exec {} ({}): {}", cx.id(), cx.peer(), msg);
+        crate::info_limited!("exec {} ({}): refused: {}", cx.id(), cx.peer(), msg);
         cx.out().append(|out| proto::encode_error(out, msg));
     }
 }
@@ -316,7 +316,7 @@ impl<S: 'static> Handler<S> for Exec {
             // A FIN looks the same whether the client half-closed or went
             // away, and a silent command would never write to find out. So
             // EOF cancels: closing the connection kills the process group.
-            debug!("exec {}: client closed while child {} runs; cancelling it", cx.id(), run.child.0);
+            info!("exec {} ({}): client closed while child {} runs; killing it", cx.id(), cx.peer(), run.child.0);
             return Flow::Close;
         }
         if let Err(e) = self.decoder.finish(input.bytes()) {
@@ -337,7 +337,7 @@ impl<S: 'static> Handler<S> for Exec {
             run.forwarded += take as u64;
         }
         if take < data.len() {
-            debug!("exec {}: child {} passed the output cap; killing it", cx.id(), child.0);
+            info!("exec {} ({}): child {} passed the output cap; killing it", cx.id(), cx.peer(), child.0);
             run.truncated = true;
             bump(&self.counters.killed[1]);
             cx.signal_child(child, libc::SIGKILL);
@@ -358,6 +358,15 @@ impl<S: 'static> Handler<S> for Exec {
             return Flow::Continue;
         }
         let outcome = Outcome::new(status, run.timed_out, run.truncated, run.started.elapsed());
+        info!(
+            "exec {} ({}): child {} ended: {status}{}{} after {:?}",
+            cx.id(),
+            cx.peer(),
+            child.0,
+            if run.timed_out { ", timed out" } else { "" },
+            if run.truncated { ", output cap reached" } else { "" },
+            run.started.elapsed()
+        );
         cx.out().append(|out| proto::encode_exit(out, &outcome));
         cx.clear_timer();
         self.set_state(cx, State::Idle);
@@ -379,7 +388,7 @@ impl<S: 'static> Handler<S> for Exec {
     fn on_timer(&mut self, _input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         let State::Running(mut run) = self.state else { return Flow::Continue };
         if !run.term_sent {
-            debug!("exec {}: child {} timed out; SIGTERM to its group", cx.id(), run.child.0);
+            info!("exec {} ({}): child {} timed out; SIGTERM to its group", cx.id(), cx.peer(), run.child.0);
             run.timed_out = true;
             run.term_sent = true;
             if !run.truncated {

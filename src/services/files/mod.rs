@@ -317,7 +317,7 @@ impl Files {
     /// Sends an error. With no body announced the connection stays usable;
     /// otherwise it closes (lingering, so the reply is not lost to a reset).
     fn refuse<S: 'static>(&mut self, why: String, body: Option<u64>, cx: &mut Context<'_, S>) -> Flow {
-        debug!("files {}: refused: {why}", self.peer);
+        crate::info_limited!("files {}: refused: {why}", self.peer);
         self.reply(&Reply::error(why), cx);
         if body == Some(0) {
             return Flow::Continue;

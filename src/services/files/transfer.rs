@@ -99,7 +99,7 @@ impl Files {
         offset: u64,
         cx: &mut Context<'_, S>,
     ) -> Flow {
-        debug!("files {}: sending {name} from {offset} of {size}", self.peer);
+        info!("files {}: sending {name} ({size} bytes, from byte {offset})", self.peer);
         let r =
             Reply { file_name: Some(name), file_size: Some(size), md5: Some(md5), offset: Some(offset), ..Reply::ok() };
         self.reply(&r, cx);
