@@ -213,3 +213,37 @@ fn sigterm_stops_workers_that_publish() {
     let status = srv.wait_exit(Duration::from_secs(5)).expect("no exit within 5 s of SIGTERM");
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn line_services_count_requests_and_errors() {
+    let mut args: Vec<String> =
+        ["serve", "--only", "framed,handshake", "--framed", "127.0.0.1:0"].iter().map(|s| s.to_string()).collect();
+    args.extend(["--handshake", "127.0.0.1:0", "--metrics", "127.0.0.1:0"].iter().map(|s| s.to_string()));
+    let srv = Server::start_args(&args, 3);
+    let mut f = TcpStream::connect(srv.addr("framed")).unwrap();
+    for msg in [&b"ab"[..], b"cde"] {
+        let mut frame = (msg.len() as i32).to_le_bytes().to_vec();
+        frame.extend_from_slice(msg);
+        f.write_all(&frame).unwrap();
+    }
+    let mut ok = [0u8; 14];
+    f.read_exact(&mut ok).unwrap();
+    f.write_all(&(-1i32).to_le_bytes()).unwrap();
+    let _ = f.read_to_end(&mut Vec::new());
+    let mut h = TcpStream::connect(srv.addr("handshake")).unwrap();
+    h.write_all(b"2\n").unwrap();
+    let mut ready = [0u8; 5];
+    h.read_exact(&mut ready).unwrap();
+    h.write_all(b"hi").unwrap();
+    let mut success = [0u8; 7];
+    h.read_exact(&mut success).unwrap();
+    drop(h);
+    let body = scrape_until(srv.addr("metrics"), |b| {
+        value(b, "wireloop_request_errors_total{service=\"framed\"}") == Some(1.0)
+    });
+    assert_eq!(value(&body, "wireloop_requests_total{service=\"framed\"}"), Some(2.0), "{body}");
+    assert_eq!(value(&body, "wireloop_request_errors_total{service=\"framed\"}"), Some(1.0));
+    assert_eq!(value(&body, "wireloop_requests_total{service=\"handshake\"}"), Some(1.0));
+    assert_eq!(value(&body, "wireloop_request_errors_total{service=\"handshake\"}"), Some(0.0));
+    assert_eq!(body.matches("# TYPE wireloop_requests_total counter").count(), 1);
+}

@@ -101,6 +101,7 @@ fn plan(
 ) -> Result<Vec<(&'static str, &'static str, SocketAddr, Install)>, String> {
     let framed = FramedConfig { order: args.byte_order.into(), max: args.max_frame };
     let handshake = HandshakeConfig { max: args.max_frame as u64, quiet: args.handshake_quiet_ms };
+    let line_requests = requests_probe(catalog);
     let all: Vec<(&'static str, &'static str, SocketAddr, Install)> = vec![
         ("echo", "tcp", args.echo, Box::new(|lp, a| lp.listen(a, services::echo::service()))),
         ("udp-echo", "udp", args.udp_echo, {
@@ -109,13 +110,14 @@ fn plan(
             catalog.borrow_mut().udp_rate_limited("udp-echo", move || limited.get());
             Box::new(move |lp, a| lp.bind_udp(a, svc))
         }),
-        ("framed", "tcp", args.framed, Box::new(move |lp, a| lp.listen(a, services::framed::service(framed)))),
-        (
-            "handshake",
-            "tcp",
-            args.handshake,
-            Box::new(move |lp, a| lp.listen(a, services::handshake::service(handshake))),
-        ),
+        ("framed", "tcp", args.framed, {
+            let requests = line_requests.0.clone();
+            Box::new(move |lp, a| lp.listen(a, services::framed::counted(framed, requests)))
+        }),
+        ("handshake", "tcp", args.handshake, {
+            let requests = line_requests.1.clone();
+            Box::new(move |lp, a| lp.listen(a, services::handshake::counted(handshake, requests)))
+        }),
         ("files", "tcp", args.files.files, {
             let cfg = args.files.config()?;
             let catalog = Rc::clone(catalog);
@@ -169,6 +171,30 @@ fn files_probe(catalog: &RefCell<Catalog>, counters: Rc<FilesCounters>) {
 }
 
 /// Registers the exec service's figures with the metrics catalog.
+/// The request counters of `framed` and `handshake`, registered with the
+/// metrics catalog as one family each.
+fn requests_probe(catalog: &RefCell<Catalog>) -> (services::Requests, services::Requests) {
+    use wireloop::services::metrics::Family;
+    let (framed, handshake) = (services::Requests::default(), services::Requests::default());
+    let (f, h) = (framed.clone(), handshake.clone());
+    const LABELS: [&str; 2] = ["service=\"framed\"", "service=\"handshake\""];
+    catalog.borrow_mut().probe(move |out| {
+        out.push(Family {
+            name: "wireloop_requests_total",
+            kind: "counter",
+            help: "Requests answered (framed frames, handshake messages).",
+            samples: vec![(LABELS[0], f.answered.get()), (LABELS[1], h.answered.get())],
+        });
+        out.push(Family {
+            name: "wireloop_request_errors_total",
+            kind: "counter",
+            help: "Requests refused with an error line (bad length, EOF mid-message).",
+            samples: vec![(LABELS[0], f.errors.get()), (LABELS[1], h.errors.get())],
+        });
+    });
+    (framed, handshake)
+}
+
 fn exec_probe(catalog: &RefCell<Catalog>, svc: &ExecService) {
     use wireloop::services::exec::{ERROR_KINDS, KILL_REASONS};
     use wireloop::services::metrics::Family;

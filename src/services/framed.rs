@@ -15,7 +15,7 @@
 
 use log::debug;
 
-use super::error_line;
+use super::{error_line, Requests};
 use crate::codec::frame::{ByteOrder, FrameDecoder, DEFAULT_MAX_FRAME};
 use crate::{Context, Flow, Handler, Input};
 
@@ -38,19 +38,28 @@ impl Default for FramedConfig {
 #[derive(Debug)]
 pub struct Framed {
     decoder: FrameDecoder,
+    requests: Requests,
 }
 
 impl Framed {
     /// A connection waiting for its first length prefix.
     pub fn new(cfg: FramedConfig) -> Self {
-        Framed { decoder: FrameDecoder::new(cfg.order, cfg.max) }
+        Framed { decoder: FrameDecoder::new(cfg.order, cfg.max), requests: Requests::default() }
     }
 }
 
 /// The framed service: one [`Framed`] per connection; a peer refused at the
 /// connection limit gets [`super::BUSY_LINE`].
 pub fn service(cfg: FramedConfig) -> super::Refusing<impl FnMut(crate::PeerAddr) -> Framed + Clone> {
-    super::Refusing::new(move |_peer| Framed::new(cfg), super::BUSY_LINE)
+    counted(cfg, Requests::default())
+}
+
+/// [`service`], counting its requests into `requests`.
+pub fn counted(
+    cfg: FramedConfig,
+    requests: Requests,
+) -> super::Refusing<impl FnMut(crate::PeerAddr) -> Framed + Clone> {
+    super::Refusing::new(move |_peer| Framed { requests: requests.clone(), ..Framed::new(cfg) }, super::BUSY_LINE)
 }
 
 impl<S: 'static> Handler<S> for Framed {
@@ -71,9 +80,13 @@ impl<S: 'static> Handler<S> for Framed {
                     );
                     input.consume(frame.consumed);
                     cx.out().extend_from_slice(b"success");
+                    self.requests.answer();
                 }
                 Ok(None) => return Flow::Continue,
-                Err(e) => return error_line("framed", e, cx),
+                Err(e) => {
+                    self.requests.refuse();
+                    return error_line("framed", e, cx);
+                }
             }
         }
     }
@@ -81,7 +94,10 @@ impl<S: 'static> Handler<S> for Framed {
     fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         match self.decoder.finish(input.bytes()) {
             Ok(()) => Flow::Close,
-            Err(e) => error_line("framed", e, cx),
+            Err(e) => {
+                self.requests.refuse();
+                error_line("framed", e, cx)
+            }
         }
     }
 }

@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use log::{debug, trace};
 
-use super::error_line;
+use super::{error_line, Requests};
 use crate::codec::digits::{self, Length};
 use crate::Activity;
 use crate::{Context, Flow, Handler, Input};
@@ -62,12 +62,18 @@ pub struct Handshake {
     state: State,
     /// Whether the current message's start was logged.
     logged: bool,
+    requests: Requests,
 }
 
 impl Handshake {
     /// A connection in the `Length` state.
     pub fn new(cfg: HandshakeConfig) -> Self {
-        Handshake { cfg, state: State::Length, logged: false }
+        Handshake { cfg, state: State::Length, logged: false, requests: Requests::default() }
+    }
+
+    fn refused<S: 'static>(&self, service: &str, why: impl std::fmt::Display, cx: &mut Context<'_, S>) -> Flow {
+        self.requests.refuse();
+        error_line(service, why, cx)
     }
 
     fn set_state<S: 'static>(&mut self, cx: &mut Context<'_, S>, to: State) {
@@ -85,6 +91,7 @@ impl Handshake {
         cx.out().extend_from_slice(b"ready");
         if len.len == 0 {
             cx.out().extend_from_slice(b"success");
+            self.requests.answer();
         } else {
             self.logged = false;
             self.set_state(cx, State::Body { remaining: len.len });
@@ -95,7 +102,15 @@ impl Handshake {
 /// The handshake service: one [`Handshake`] per connection; a peer refused
 /// at the connection limit gets [`super::BUSY_LINE`].
 pub fn service(cfg: HandshakeConfig) -> super::Refusing<impl FnMut(crate::PeerAddr) -> Handshake + Clone> {
-    super::Refusing::new(move |_peer| Handshake::new(cfg), super::BUSY_LINE)
+    counted(cfg, Requests::default())
+}
+
+/// [`service`], counting its requests into `requests`.
+pub fn counted(
+    cfg: HandshakeConfig,
+    requests: Requests,
+) -> super::Refusing<impl FnMut(crate::PeerAddr) -> Handshake + Clone> {
+    super::Refusing::new(move |_peer| Handshake { requests: requests.clone(), ..Handshake::new(cfg) }, super::BUSY_LINE)
 }
 
 impl<S: 'static> Handler<S> for Handshake {
@@ -113,7 +128,7 @@ impl<S: 'static> Handler<S> for Handshake {
                         }
                         return Flow::Continue;
                     }
-                    Err(e) => return error_line("handshake", e, cx),
+                    Err(e) => return self.refused("handshake", e, cx),
                 },
                 State::Body { remaining } => {
                     let avail = input.bytes();
@@ -130,6 +145,7 @@ impl<S: 'static> Handler<S> for Handshake {
                     let remaining = remaining - take as u64;
                     if remaining == 0 {
                         cx.out().extend_from_slice(b"success");
+                        self.requests.answer();
                         self.set_state(cx, State::Length);
                     } else {
                         // Progress within the body, not a transition: not traced.
@@ -150,16 +166,16 @@ impl<S: 'static> Handler<S> for Handshake {
                 // Bytes that arrived with the digits are body bytes.
                 self.on_data(input, cx)
             }
-            Err(e) => error_line("handshake", e, cx),
+            Err(e) => self.refused("handshake", e, cx),
         }
     }
 
     fn on_eof(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         match self.state {
             State::Length if input.bytes().is_empty() => Flow::Close,
-            State::Length => error_line("handshake", "connection closed in the middle of the length", cx),
+            State::Length => self.refused("handshake", "connection closed in the middle of the length", cx),
             State::Body { remaining, .. } => {
-                error_line("handshake", format!("connection closed with {remaining} message bytes still due"), cx)
+                self.refused("handshake", format!("connection closed with {remaining} message bytes still due"), cx)
             }
         }
     }

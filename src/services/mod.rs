@@ -13,6 +13,26 @@ pub(crate) fn error_line<S: 'static>(service: &str, why: impl Display, cx: &mut 
     Flow::Close
 }
 
+/// Requests a line service answered and refused, shared by all its
+/// connections (read by the metrics endpoint).
+#[derive(Debug, Default, Clone)]
+pub struct Requests {
+    /// Requests answered (`success`).
+    pub answered: std::rc::Rc<std::cell::Cell<u64>>,
+    /// Requests refused with an `error:` line (bad length, EOF mid-message).
+    pub errors: std::rc::Rc<std::cell::Cell<u64>>,
+}
+
+impl Requests {
+    pub(crate) fn answer(&self) {
+        self.answered.set(self.answered.get().saturating_add(1));
+    }
+
+    pub(crate) fn refuse(&self) {
+        self.errors.set(self.errors.get().saturating_add(1));
+    }
+}
+
 /// What the line services (`echo`, `framed`, `handshake`) send a peer
 /// refused at the connection limit.
 pub const BUSY_LINE: &[u8] = b"error: too many connections, try again later\n";
