@@ -216,17 +216,23 @@ impl<S: 'static> Loop<S> {
                 after = Pass::More;
             }
             let mut drained = conn.out.len() <= cfg.low_water && (conn.want_drain || !conn.drain_waiters.is_empty());
+            let mut early_waiters = Vec::new();
             if drained && conn.drain_later {
                 // `yield_now`: run `on_drain` from the pending queue, after
-                // the sources ready in this pass.
+                // the sources ready in this pass. Readers waiting on this
+                // output are woken now: it has drained.
                 conn.drain_later = false;
                 drained = false;
                 more = true;
+                early_waiters = std::mem::take(&mut conn.drain_waiters);
             }
             if let ConnState::Lingering { deadline, .. } = conn.state() {
                 if !was_lingering {
                     self.timers.schedule(deadline, TimerKind::Linger, id.key, id.serial);
                 }
+            }
+            for w in early_waiters {
+                self.drained(w);
             }
             if drained && self.after_drain(id) == Pass::More {
                 after = Pass::More;

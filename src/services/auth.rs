@@ -17,7 +17,8 @@
 //! otherwise); a comparison takes the same time whatever the given token's
 //! length or contents (both sides are hashed first); the per-source table is
 //! bounded ([`MAX_SOURCES`], oldest generation forgotten first, as in
-//! [`crate::ratelimit`]); a failure logs at most one line per second per
+//! [`crate::ratelimit`], except that penalised sources are carried over, up
+//! to a quarter of the table); a failure logs at most one line per second per
 //! service, with a count of the lines held back.
 //! (sshd: `MaxAuthTries`, `PerSourcePenalties`.)
 
@@ -148,7 +149,15 @@ impl Table {
 
     fn put(&mut self, ip: IpAddr, r: Record) {
         if !self.current.contains_key(&ip) && self.current.len() >= MAX_SOURCES / 2 {
-            self.previous = std::mem::take(&mut self.current);
+            // A new generation. Sources with a penalty outlive the rotation
+            // (up to a quarter of the table), so a flood of new addresses
+            // cannot wash a guesser's record out.
+            let old = std::mem::replace(&mut self.previous, std::mem::take(&mut self.current));
+            for (k, v) in old {
+                if v.failures >= PENALTY_AFTER && self.current.len() < MAX_SOURCES / 4 {
+                    self.current.insert(k, v);
+                }
+            }
         }
         self.current.insert(ip, r);
     }
@@ -280,6 +289,21 @@ mod tests {
         assert_eq!(penalty(2), None);
         assert_eq!(penalty(3), Some(PENALTY_BASE));
         assert_eq!(penalty(1_000), Some(PENALTY_MAX));
+    }
+
+    #[test]
+    fn a_flood_of_new_addresses_does_not_wash_out_a_penalty() {
+        let g = guard();
+        let now = Instant::now();
+        let guesser = Some("10.9.9.9".parse().unwrap());
+        for _ in 0..3 {
+            g.check(guesser, Some("x"), &mut 0, now);
+        }
+        for i in 0..(3 * MAX_SOURCES as u32) {
+            g.check(Some(IpAddr::from((i + 1).to_be_bytes())), Some("x"), &mut 0, now);
+        }
+        assert!(g.tracked() <= MAX_SOURCES);
+        assert!(matches!(g.check(guesser, Some(SECRET), &mut 0, now), Verdict::Penalised { .. }));
     }
 
     #[test]
