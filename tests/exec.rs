@@ -7,7 +7,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
-use util::{connect, round_trip, Server};
+use util::{connect, round_trip, wait_until, Server};
 use wireloop::codec::frame::ByteOrder;
 use wireloop::codec::header::{encode_header, HeaderDecoder, Item};
 
@@ -79,17 +79,6 @@ fn live_processes(argv: &[&str]) -> usize {
         .filter(|e| e.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()))
         .filter(|e| std::fs::read(e.path().join("cmdline")).map(|c| c == want).unwrap_or(false))
         .count()
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
 }
 
 fn server(extra: &[&str]) -> Server {

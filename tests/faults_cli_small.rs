@@ -5,22 +5,7 @@
 
 mod util;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
-
-use util::{Server, BIN};
-
-fn run(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(BIN)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
-}
+use util::{run_cli as run, Server};
 
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()

@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Map, Value};
-use util::{connect, Server};
+use util::{connect, wait_until, Server};
 use wireloop::codec::frame::ByteOrder;
 use wireloop::codec::header::{encode_header, HeaderDecoder, Item};
 
@@ -54,17 +54,6 @@ impl Drop for Marker {
 fn is_zombie(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     stat.rsplit_once(')').map(|(_, r)| r.trim_start().starts_with('Z')).unwrap_or(true)
-}
-
-fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let start = Instant::now();
-    while start.elapsed() < limit {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    f()
 }
 
 fn request(s: &mut TcpStream, req: Value) {

@@ -19,14 +19,13 @@ use wireloop::codec::header::encode_header;
 /// `wireloop serve` at the default log level (no RUST_LOG), its stderr
 /// collected; returns the child, the addresses and the stderr reader.
 fn serve(extra: &[&str], names: &[&str]) -> (Child, HashMap<String, SocketAddr>, thread::JoinHandle<String>) {
-    let mut args = vec!["serve".to_string(), "--only".into(), names.join(",")];
-    for n in names {
-        args.push(format!("--{n}"));
-        args.push("127.0.0.1:0".into());
-    }
-    args.extend(extra.iter().map(|s| s.to_string()));
+    spawn(&util::serve_args(names, extra), names.len())
+}
+
+/// `wireloop ARGS` with no RUST_LOG; waits for `expect` listening lines.
+fn spawn(args: &[String], expect: usize) -> (Child, HashMap<String, SocketAddr>, thread::JoinHandle<String>) {
     let mut child = Command::new(BIN)
-        .args(&args)
+        .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -35,7 +34,7 @@ fn serve(extra: &[&str], names: &[&str]) -> (Child, HashMap<String, SocketAddr>,
         .unwrap();
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut addrs = HashMap::new();
-    while addrs.len() < names.len() {
+    while addrs.len() < expect {
         let line = lines.next().unwrap().unwrap();
         let p: Vec<&str> = line.split_whitespace().collect();
         addrs.insert(p[1].to_string(), p[3].parse().unwrap());
@@ -103,26 +102,11 @@ fn the_default_level_tells_the_story() {
 
 #[test]
 fn json_log_lines_are_one_object_each() {
-    let mut cmd = Command::new(BIN);
-    cmd.args(["--log-format", "json", "serve", "--only", "echo", "--echo", "127.0.0.1:0"]);
-    let (child, _addrs, reader) = {
-        let mut child = cmd
-            .env_remove("RUST_LOG")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let _ = lines.next();
-        let mut err = child.stderr.take().unwrap();
-        let reader = thread::spawn(move || {
-            let mut s = String::new();
-            let _ = err.read_to_string(&mut s);
-            s
-        });
-        (child, (), reader)
-    };
+    let args: Vec<String> = ["--log-format", "json", "serve", "--only", "echo", "--echo", "127.0.0.1:0"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let (child, _addrs, reader) = spawn(&args, 1);
     let log = stop(child, reader);
     let lines: Vec<&str> = log.lines().collect();
     assert!(!lines.is_empty());

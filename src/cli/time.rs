@@ -70,10 +70,7 @@ impl TimeServeArgs {
         &self,
         catalog: &RefCell<Catalog>,
     ) -> impl FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound> + 'static {
-        let service = Limited::new("rfc868", self.rate(self.time_rate, self.time_burst), rfc868_answer);
-        let limited = service.guard().limited_counter();
-        catalog.borrow_mut().udp_rate_limited("rfc868", move || limited.get());
-        move |lp, addr| lp.bind_udp(addr, service)
+        self.install_limited("rfc868", rfc868_answer, catalog)
     }
 
     /// Binds RFC 867 Daytime (rate-limited like `time`) when called.
@@ -81,9 +78,20 @@ impl TimeServeArgs {
         &self,
         catalog: &RefCell<Catalog>,
     ) -> impl FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound> + 'static {
-        let service = Limited::new("daytime", self.rate(self.time_rate, self.time_burst), daytime_answer);
+        self.install_limited("daytime", daytime_answer, catalog)
+    }
+
+    /// Binds `answer` as the datagram service `name`, rate-limited like
+    /// `time`, its refusals counted for the metrics.
+    fn install_limited(
+        &self,
+        name: &'static str,
+        answer: fn(&[u8], SocketAddr, &mut Vec<u8>) -> wireloop::Reply,
+        catalog: &RefCell<Catalog>,
+    ) -> impl FnOnce(&mut EventLoop, SocketAddr) -> io::Result<Bound> + 'static {
+        let service = Limited::new(name, self.rate(self.time_rate, self.time_burst), answer);
         let limited = service.guard().limited_counter();
-        catalog.borrow_mut().udp_rate_limited("daytime", move || limited.get());
+        catalog.borrow_mut().udp_rate_limited(name, move || limited.get());
         move |lp, addr| lp.bind_udp(addr, service)
     }
 

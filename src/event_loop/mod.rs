@@ -291,9 +291,11 @@ impl<S: 'static> EventLoop<S> {
         }
         self.events = Some(events);
         // The slice starts after the fresh events: they never use it up.
-        let slice_end = Instant::now() + PENDING_SLICE;
+        // (No clock read on a pass with nothing pending.)
+        let mut slice_end = None;
         for i in 0..self.core.pending.len() {
-            if i > 0 && Instant::now() >= slice_end {
+            let end = *slice_end.get_or_insert_with(|| Instant::now() + PENDING_SLICE);
+            if i > 0 && Instant::now() >= end {
                 // The rest runs after the next poll's fresh events.
                 break;
             }

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 
+use crate::logline::Gate;
 use crate::ratelimit;
 
 /// Shortest accepted secret, in bytes.
@@ -127,14 +128,14 @@ pub struct Guard {
     secret: Secret,
     service: &'static str,
     table: RefCell<Table>,
+    /// One failure line a second (per guard: per service).
+    log: Gate,
 }
 
 #[derive(Debug, Default)]
 struct Table {
     current: HashMap<IpAddr, Record>,
     previous: HashMap<IpAddr, Record>,
-    logged_at: Option<Instant>,
-    held_back: u64,
 }
 
 impl Table {
@@ -166,7 +167,7 @@ impl Table {
 impl Guard {
     /// A guard for `service` (named in its log lines) with `secret`.
     pub fn new(service: &'static str, secret: Secret) -> Guard {
-        Guard { secret, service, table: RefCell::new(Table::default()) }
+        Guard { secret, service, table: RefCell::new(Table::default()), log: Gate::new() }
     }
 
     /// Checks the token of a request from `peer`, the `tries`-th failure so
@@ -193,17 +194,12 @@ impl Guard {
             let until = penalty(failures).map(|p| now.checked_add(p).unwrap_or(now));
             t.put(k, Record { failures, until });
         }
-        self.log_failure(&mut t, peer, now);
+        self.log_failure(peer);
         Verdict::Wrong { close: *tries >= MAX_TRIES }
     }
 
-    fn log_failure(&self, t: &mut Table, peer: Option<IpAddr>, now: Instant) {
-        if t.logged_at.is_some_and(|at| now.saturating_duration_since(at) < Duration::from_secs(1)) {
-            t.held_back += 1;
-            return;
-        }
-        let held = std::mem::take(&mut t.held_back);
-        t.logged_at = Some(now);
+    fn log_failure(&self, peer: Option<IpAddr>) {
+        let Some(held) = self.log.pass() else { return };
         let who = peer.map_or("a local peer".to_string(), |ip| ip.to_string());
         if held > 0 {
             log::warn!(

@@ -14,6 +14,17 @@ use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_wireloop");
 
+/// `serve --only <names>` with every named service on 127.0.0.1:0, then `extra`.
+pub fn serve_args(names: &[&str], extra: &[&str]) -> Vec<String> {
+    let mut args = vec!["serve".to_string(), "--only".into(), names.join(",")];
+    for n in names {
+        args.push(format!("--{n}"));
+        args.push("127.0.0.1:0".into());
+    }
+    args.extend(extra.iter().map(|s| s.to_string()));
+    args
+}
+
 /// A `wireloop serve` process, killed on drop.
 pub struct Server {
     pub child: Child,
@@ -24,13 +35,7 @@ impl Server {
     /// Starts `wireloop serve --only <names>` with every named service on
     /// 127.0.0.1:0, plus `extra` arguments, and waits for its listening lines.
     pub fn start(names: &[&str], extra: &[&str]) -> Server {
-        let mut args = vec!["serve".to_string(), "--only".into(), names.join(",")];
-        for n in names {
-            args.push(format!("--{n}"));
-            args.push("127.0.0.1:0".into());
-        }
-        args.extend(extra.iter().map(|s| s.to_string()));
-        Server::start_args(&args, names.len())
+        Server::start_args(&serve_args(names, extra), names.len())
     }
 
     /// Starts `wireloop` with exactly `args`, expecting `expect` listening
@@ -47,11 +52,7 @@ impl Server {
     /// its open-file limit (soft and hard) set to `nofile` by `prlimit`.
     pub fn start_limited(names: &[&str], extra: &[&str], nofile: u32) -> Server {
         let mut cmd = Command::new("prlimit");
-        cmd.arg(format!("--nofile={nofile}:{nofile}")).arg(BIN).args(["serve", "--only", &names.join(",")]);
-        for n in names {
-            cmd.args([format!("--{n}"), "127.0.0.1:0".into()]);
-        }
-        cmd.args(extra);
+        cmd.arg(format!("--nofile={nofile}:{nofile}")).arg(BIN).args(serve_args(names, extra));
         Server::start_cmd(cmd, names.len())
     }
 
@@ -328,4 +329,29 @@ pub fn assert_closed(s: &mut TcpStream) {
     let mut rest = Vec::new();
     s.read_to_end(&mut rest).expect("a clean close, not a reset");
     assert!(rest.is_empty(), "unexpected bytes after the reply: {rest:?}");
+}
+
+/// Polls `f` every 20 ms until it holds or `limit` passes; its last answer.
+pub fn wait_until(limit: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    f()
+}
+
+/// Runs `wireloop ARGS` with `stdin` fed in, and returns its output.
+pub fn run_cli(args: &[&str], stdin: impl AsRef<[u8]>) -> std::process::Output {
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn wireloop");
+    child.stdin.take().expect("stdin").write_all(stdin.as_ref()).expect("write stdin");
+    child.wait_with_output().expect("wait for wireloop")
 }
