@@ -15,7 +15,9 @@
 //!    [`Context::out`] — or to any other connection with [`Loop::send`] —
 //!    and returns a [`Flow`].
 //! 4. The loop writes the replies at once, registering `WRITABLE` only if
-//!    bytes remain, and stops reading while too much output is queued.
+//!    bytes remain, and stops reading while too much output is queued; a
+//!    handler stops taking requests then too ([`Context::over_high_water`]),
+//!    and gets the rest once the output has drained.
 //!
 //! Every callback gets the loop, and through it the program's shared state
 //! `S` ([`EventLoop::with_state`], [`Loop::state_mut`]): handlers share
