@@ -58,6 +58,7 @@ pub mod ratelimit;
 pub mod services;
 mod stream;
 mod timer;
+pub mod tls;
 
 pub use buffer::OutBuf;
 pub use child::{ChildId, ChildStream};

@@ -13,6 +13,7 @@ use log::{debug, trace, warn};
 use super::conn::Conn;
 use super::ops::{Loop, Source};
 use crate::id::SourceId;
+use crate::tls::Tls;
 
 impl<S: 'static> Loop<S> {
     /// Accepts until `WouldBlock`, the batch budget, or descriptor exhaustion.
@@ -65,6 +66,13 @@ impl<S: 'static> Loop<S> {
             l.stats.accepted = l.stats.accepted.saturating_add(1);
             l.stats.open = l.stats.open.saturating_add(1);
             let label = l.label.clone();
+            let tls = match l.tls.as_ref().map(Tls::server).transpose() {
+                Ok(tls) => tls,
+                Err(e) => {
+                    warn!("listener {lid}: no TLS session for {peer}: {e}");
+                    continue;
+                }
+            };
             let handler = l.service.accept(peer.clone());
             if let Err(e) = stream.set_nodelay(nodelay) {
                 debug!("set TCP_NODELAY for {peer}: {e}");
@@ -73,6 +81,9 @@ impl<S: 'static> Loop<S> {
             let mut conn = Conn::new(id, stream, peer, handler, self.now);
             conn.fds = fds;
             conn.listener = Some(lid);
+            if let Some(tls) = tls {
+                conn.set_tls(tls);
+            }
             if let Err(e) = conn.register(&self.registry) {
                 warn!("registering a connection from {} failed: {e}", conn.peer);
                 if let Some(Source::Listener(l)) = self.get_mut(lid) {

@@ -28,6 +28,10 @@
 //! * Unconsumed input never exceeds `max_input` (the codecs bound it far
 //!   lower); one read adds at most one scratch buffer's worth.
 //! * The handler is out of the connection (`None`) only while it runs.
+//! * With TLS (`tls.rs`), "all sent" means the `OutBuf` is empty *and*
+//!   rustls holds no ciphertext; a graceful close queues `close_notify`
+//!   and writes it before the FIN. The handshake counts as receiving a
+//!   message, so the message deadline bounds a slow one.
 
 use std::io::{self, Read, Write};
 use std::time::Instant;
@@ -43,6 +47,7 @@ use crate::id::SourceId;
 use crate::peer::PeerAddr;
 use crate::stream::Stream;
 use crate::timer::TimerKind;
+use crate::tls::{Moved, Tls};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +90,8 @@ pub(crate) enum Pass {
 pub(crate) struct Conn<S> {
     pub(crate) id: SourceId,
     pub(crate) stream: Stream,
+    /// The TLS session between the socket and the buffers, if any.
+    pub(crate) tls: Option<Box<Tls>>,
     pub(crate) peer: PeerAddr,
     /// `None` only while the handler runs (it is lent to the call).
     pub(crate) handler: Option<Box<dyn Handler<S>>>,
@@ -149,6 +156,7 @@ impl<S> Conn<S> {
         Conn {
             id,
             stream,
+            tls: None,
             peer,
             handler: Some(handler),
             inbuf: InBuf::default(),
@@ -183,6 +191,24 @@ impl<S> Conn<S> {
         self.state = ConnState::Connecting { deadline };
         self.interest = Interest::WRITABLE;
         self
+    }
+
+    /// Puts a TLS session under the connection; its handshake counts as
+    /// receiving a message from now.
+    pub(crate) fn set_tls(&mut self, tls: Tls) {
+        self.tls = Some(Box::new(tls));
+        self.deadlines.after_call(self.now, None, false, true);
+    }
+
+    /// Everything queued has reached the socket (TLS: no ciphertext held).
+    pub(crate) fn all_sent(&self) -> bool {
+        self.out.is_empty() && self.tls.as_ref().map_or(true, |t| !t.wants_write())
+    }
+
+    /// Whether a message counts as begun: unconsumed input, or a TLS
+    /// handshake still going.
+    pub(crate) fn receiving(&self) -> bool {
+        !self.inbuf.is_empty() || self.tls.as_ref().map_or(false, |t| t.is_handshaking())
     }
 
     pub(crate) fn register(&mut self, registry: &Registry) -> io::Result<()> {
@@ -276,7 +302,28 @@ impl<S> Conn<S> {
     }
 
     /// Reads into `scratch`, retrying `Interrupted`. `Ok(None)` is `WouldBlock`.
+    /// With TLS, the bytes are plaintext, and ciphertext is read only when
+    /// rustls holds none.
     pub(crate) fn read_some(&mut self, scratch: &mut [u8]) -> io::Result<Option<usize>> {
+        if let Some(tls) = self.tls.as_mut() {
+            let handshaking = tls.is_handshaking();
+            let mut moved = Moved::default();
+            let got = tls.read(&mut self.stream, scratch, &mut moved);
+            let done = handshaking && !tls.is_handshaking();
+            if done {
+                log::debug!("conn {} ({}): TLS handshake done ({})", self.id, self.peer, tls.describe());
+            }
+            self.count_in(moved.wire);
+            if moved.wire > 0 {
+                self.deadlines.on_read(self.now);
+                trace!("conn {}: read {} bytes of TLS records", self.id, moved.wire);
+            }
+            if done {
+                let (out, buffered) = (!self.out.is_empty(), !self.inbuf.is_empty());
+                self.deadlines.after_call(self.now, None, out, buffered);
+            }
+            return got;
+        }
         loop {
             match self.stream.read(scratch) {
                 Ok(n) => {
@@ -380,13 +427,30 @@ impl<S> Conn<S> {
         if !plain {
             return Ok(false);
         }
-        Ok(self.write_ready(cfg)? == Pass::Idle && self.out.is_empty())
+        Ok(self.write_ready(cfg)? == Pass::Idle && self.all_sent())
     }
 
     /// Writes unsent output until `WouldBlock`, empty, or the budget.
     pub(crate) fn write_ready(&mut self, cfg: &Config) -> io::Result<Pass> {
         if matches!(self.state, ConnState::Connecting { .. } | ConnState::Closed) {
             return Ok(Pass::Idle);
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            let mut moved = Moved::default();
+            let over = tls.write(&mut self.stream, &mut self.out, cfg.write_budget, &mut moved)?;
+            self.count_out(moved.wire);
+            if moved.wire > 0 {
+                let left = !self.all_sent();
+                self.deadlines.on_write(self.now, left);
+                trace!(
+                    "conn {}: wrote {} bytes of TLS records ({} of plaintext; {} left)",
+                    self.id,
+                    moved.wire,
+                    moved.plain,
+                    self.out.len()
+                );
+            }
+            return Ok(if over { Pass::More } else { Pass::Idle });
         }
         let mut budget = cfg.write_budget;
         while !self.out.is_empty() {
@@ -416,7 +480,21 @@ impl<S> Conn<S> {
     /// `Pass::More` when reading resumed or lingering began (readiness is
     /// edge-triggered, so no new event would come for bytes already waiting).
     pub(crate) fn after_write(&mut self, cfg: &Config) -> Pass {
-        if self.out.is_empty() && self.write_side == WriteSide::ShutAfterFlush && self.state != ConnState::Closed {
+        let shutting = self.write_side == WriteSide::ShutAfterFlush
+            || matches!(self.state, ConnState::Flushing { .. }) && self.write_side != WriteSide::Shut;
+        if shutting && self.out.is_empty() && self.state != ConnState::Closed {
+            if let Some(tls) = self.tls.as_mut() {
+                // TLS ends with `close_notify` before the FIN: queue it once
+                // and let the pass write it.
+                if tls.close_notify() {
+                    trace!("conn {}: TLS close_notify queued", self.id);
+                    return Pass::More;
+                }
+            }
+        }
+        // The FIN and the close wait for every byte, ciphertext included.
+        let sent = self.all_sent();
+        if sent && self.write_side == WriteSide::ShutAfterFlush && self.state != ConnState::Closed {
             let _ = self.stream.shutdown_write();
             trace!("conn {}: write side shut (FIN sent)", self.id);
             self.write_side = WriteSide::Shut;
@@ -431,7 +509,7 @@ impl<S> Conn<S> {
                 self.close_with(CloseReason::PeerClosed);
                 Pass::Idle
             }
-            ConnState::Flushing { linger } if self.out.is_empty() => {
+            ConnState::Flushing { linger } if sent => {
                 if linger {
                     // Send our FIN now (if not sent already); keep reading so
                     // the peer gets the reply and a clean close, not a reset.
@@ -521,7 +599,7 @@ impl<S> Conn<S> {
             ConnState::Closed => return Ok(()),
             _ => {
                 let reading = self.reads() || matches!(self.state, ConnState::Lingering { .. });
-                match (reading, !self.out.is_empty()) {
+                match (reading, !self.all_sent()) {
                     (true, true) => Interest::READABLE | Interest::WRITABLE,
                     (false, true) => Interest::WRITABLE,
                     // Nothing to wait for from the socket (half-closed, idle,

@@ -79,7 +79,8 @@ impl<S: 'static> Loop<S> {
         let (conn, cfg) = self.conn_cfg(id).expect("a connection outlives its handler's call");
         conn.handler = Some(handler);
         conn.inbuf = inbuf;
-        conn.deadlines.after_call(now, declared, !conn.out.is_empty(), !conn.inbuf.is_empty());
+        let (out, receiving) = (!conn.out.is_empty(), conn.receiving());
+        conn.deadlines.after_call(now, declared, out, receiving);
         // Input left while the output is over high water is the output
         // bound at work (the handler stopped taking requests): it is handed
         // back once the output drains, not when more bytes arrive. Only the
@@ -145,7 +146,13 @@ impl<S: 'static> Loop<S> {
         let resume_pipes = conn.has_children && conn.out.len() <= cfg.low_water;
         let more = match result {
             Err(e) => {
-                debug!("conn {} ({}): {}", id, conn.peer, e);
+                if conn.tls.is_some() && e.kind() == io::ErrorKind::InvalidData {
+                    // A failed handshake or a bad record: operators see it
+                    // (rate-limited), since it is often a misconfiguration.
+                    crate::info_limited!("conn {} ({}): {}; closing", id, conn.peer, e);
+                } else {
+                    debug!("conn {} ({}): {}", id, conn.peer, e);
+                }
                 conn.close_with(CloseReason::from_io(e));
                 false
             }
@@ -303,6 +310,9 @@ impl<S: 'static> Loop<S> {
                 continue;
             }
             let buffered = conn.inbuf.len();
+            // A short TLS read says nothing about the socket (rustls may
+            // hold more records): TLS connections read until `WouldBlock`.
+            let drain = drain || conn.tls.is_some();
             let Some(n) = conn.read_some(scratch)? else { return Ok(Pass::Idle) };
             trace!("conn {id}: read {n} bytes (buffered {buffered})");
             if n == 0 {

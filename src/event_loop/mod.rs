@@ -66,6 +66,8 @@ mod pipes;
 mod shutdown;
 mod sources;
 mod timers;
+#[cfg(feature = "tls")]
+mod tls_api;
 mod udp;
 
 pub use context::Context;

@@ -42,6 +42,8 @@ pub(crate) struct ListenerSource<S> {
     pub(crate) label: Option<Box<str>>,
     pub(crate) paused: bool,
     pub(crate) stats: ListenerStats,
+    /// Each accepted connection gets a TLS session from this configuration.
+    pub(crate) tls: Option<crate::tls::ServerSide>,
 }
 
 // Connections are nearly every entry, so they stay inline: boxing them would
@@ -282,6 +284,7 @@ impl<S: 'static> Loop<S> {
                 label: None,
                 paused: false,
                 stats: ListenerStats::default(),
+                tls: None,
             }),
         );
         Ok(id)
