@@ -32,6 +32,23 @@ impl Peer {
     pub(crate) fn udp(&self) -> SocketAddr {
         self.addrs[0]
     }
+
+    /// The host as the user gave it (a name or an address, without the
+    /// port): what a TLS certificate is checked against.
+    pub(crate) fn host(&self) -> String {
+        let t = self.text.as_str();
+        if t.parse::<u16>().is_ok() {
+            return self.addrs[0].ip().to_string();
+        }
+        if let Ok(a) = t.parse::<SocketAddr>() {
+            return a.ip().to_string();
+        }
+        let host = match t.rsplit_once(':') {
+            Some((h, p)) if p.parse::<u16>().is_ok() && !h.is_empty() => h,
+            _ => t,
+        };
+        host.trim_start_matches('[').trim_end_matches(']').to_string()
+    }
 }
 
 impl std::fmt::Display for Peer {

@@ -8,7 +8,6 @@
 //! read, and the decoder's state changes show it resuming mid-message.
 
 use std::io::{self, Read, Write};
-use std::net::Shutdown;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -36,6 +35,8 @@ pub struct ChopArgs {
     /// Print each read from the socket on its own line, escaped (`\x05`, `\n`).
     #[arg(long)]
     raw: bool,
+    #[command(flatten)]
+    tls: super::tls::TlsClientArgs,
 }
 
 /// Splits a reply stream into lines as it arrives: bytes go out at once,
@@ -84,11 +85,11 @@ pub fn run(args: ChopArgs) -> Result<ExitCode, String> {
             v
         }
     };
-    let stream = args.addr.tcp()?;
-    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let stream = args.tls.connect(&args.addr)?;
+    stream.tcp().set_nodelay(true).map_err(|e| e.to_string())?;
     let wait = args.wait;
     let mut reader = stream.try_clone().map_err(|e| e.to_string())?;
-    reader.set_read_timeout(Some(wait.max(Duration::from_millis(1)))).map_err(|e| e.to_string())?;
+    reader.tcp().set_read_timeout(Some(wait.max(Duration::from_millis(1)))).map_err(|e| e.to_string())?;
     let raw = args.raw;
     let printer = std::thread::spawn(move || {
         let mut buf = [0u8; 16 * 1024];
@@ -120,7 +121,7 @@ pub fn run(args: ChopArgs) -> Result<ExitCode, String> {
         }
         writer.write_all(chunk).map_err(|e| format!("sending to {}: {e}", args.addr))?;
     }
-    let _ = writer.shutdown(Shutdown::Write);
+    let _ = writer.shutdown_write();
     let _ = printer.join();
     Ok(ExitCode::SUCCESS)
 }

@@ -3,10 +3,12 @@
 //! server is reported instead of hanging).
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::net::{SocketAddr, UdpSocket};
+
 use std::process::ExitCode;
 use std::sync::mpsc;
 use std::time::Duration;
+use wireloop::services::client_io::ClientStream;
 
 use clap::Args;
 
@@ -17,6 +19,8 @@ pub struct EchoArgs {
     /// Server: HOST:PORT, [v6]:PORT, or a bare port on 127.0.0.1.
     #[arg(default_value = "127.0.0.1:8080", value_parser = peer)]
     addr: Peer,
+    #[command(flatten)]
+    tls: super::tls::TlsClientArgs,
 }
 
 #[derive(Debug, Args)]
@@ -35,7 +39,7 @@ pub struct UdpEchoArgs {
 /// Replies are printed by that thread, which tells the input loop when one is
 /// out so the next prompt comes after it.
 pub fn run_tcp(args: EchoArgs) -> Result<ExitCode, String> {
-    let stream = args.addr.tcp()?;
+    let stream = args.tls.connect(&args.addr)?;
     let addr = args.addr.to_string();
     let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
     let (printed, replies) = mpsc::channel::<()>();
@@ -59,7 +63,7 @@ pub fn run_tcp(args: EchoArgs) -> Result<ExitCode, String> {
 }
 
 /// Prints each reply line as it arrives; returns how the connection ended.
-fn print_replies(mut reader: BufReader<TcpStream>, printed: &mpsc::Sender<()>) -> String {
+fn print_replies(mut reader: BufReader<ClientStream>, printed: &mpsc::Sender<()>) -> String {
     loop {
         let mut reply = Vec::new();
         match reader.read_until(b'\n', &mut reply) {

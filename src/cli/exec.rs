@@ -6,10 +6,12 @@
 //! remote command's (128 + N when a signal N ended it).
 
 use std::io::{self, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
+
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use wireloop::services::client_io::ClientStream;
 
 use clap::Args;
 use serde_json::{json, Map, Value};
@@ -77,8 +79,10 @@ impl ExecServeArgs {
     }
 
     /// The service settings, refusing an unsafe binding.
-    pub fn config(&self, addr: SocketAddr) -> Result<ExecConfig, String> {
-        let token = token::server_secret("exec", addr, self.exec_token.as_deref(), self.exec_token_file.as_ref())?;
+    /// `mutual_tls`: clients must present a certificate, so a token is optional.
+    pub fn config(&self, addr: SocketAddr, mutual_tls: bool) -> Result<ExecConfig, String> {
+        let (value, file) = (self.exec_token.as_deref(), self.exec_token_file.as_ref());
+        let token = token::server_secret("exec", addr, value, file, mutual_tls)?;
         // SAFETY: geteuid cannot fail and touches no memory.
         let root = unsafe { libc::geteuid() } == 0;
         let run_as = match &self.exec_user {
@@ -129,10 +133,12 @@ pub struct ExecArgs {
     /// as `docker exec` does. With none, prompts for command lines (`quit` ends).
     #[arg(last = true, value_name = "CMD")]
     cmd: Vec<String>,
+    #[command(flatten)]
+    tls: super::tls::TlsClientArgs,
 }
 
 pub fn run(args: ExecArgs) -> Result<ExitCode, String> {
-    let mut stream = args.addr.tcp()?;
+    let mut stream = args.tls.connect(&args.addr)?;
     let mut decoder = HeaderDecoder::new(ByteOrder::Little, DEFAULT_MAX_HEADER);
     let mut buf = Vec::new();
     let mut spoke = false;
@@ -156,7 +162,7 @@ pub fn run(args: ExecArgs) -> Result<ExitCode, String> {
 fn run_one(
     args: &ExecArgs,
     cmd: &str,
-    stream: &mut TcpStream,
+    stream: &mut ClientStream,
     decoder: &mut HeaderDecoder,
     buf: &mut Vec<u8>,
     spoke: &mut bool,
@@ -255,9 +261,9 @@ fn sh_quote(s: &str) -> String {
 }
 
 /// The line for a server of another protocol, whose first reply began with `got`.
-fn stranger(addr: &Peer, got: &[u8], stream: &TcpStream) -> String {
-    let mut more = stream;
-    foreign_reply(addr, "exec", got, &mut more, stream)
+fn stranger(addr: &Peer, got: &[u8], stream: &mut ClientStream) -> String {
+    let Ok(tcp) = stream.tcp().try_clone() else { return format!("{addr} does not speak the exec protocol") };
+    foreign_reply(addr, "exec", got, stream, &tcp)
 }
 
 /// Consumes the (empty) body of a final message.

@@ -86,9 +86,10 @@ pub struct FilesServeArgs {
 impl FilesServeArgs {
     /// The service settings these flags describe, refusing a non-loopback
     /// address without a token; a per-source bound over its total is an error.
-    pub fn config(&self) -> Result<FilesConfig, String> {
-        let token =
-            token::server_secret("files", self.files, self.files_token.as_deref(), self.files_token_file.as_ref())?;
+    /// `mutual_tls`: clients must present a certificate, so a token is optional.
+    pub fn config(&self, mutual_tls: bool) -> Result<FilesConfig, String> {
+        let (value, file) = (self.files_token.as_deref(), self.files_token_file.as_ref());
+        let token = token::server_secret("files", self.files, value, file, mutual_tls)?;
         if self.files_max_partials_per_source > self.files_max_partials {
             return Err("--files-max-partials-per-source must not exceed --files-max-partials".into());
         }
@@ -168,7 +169,8 @@ fn split_addr(words: &[String], rest: usize) -> Result<(Peer, Vec<String>), Stri
 }
 
 fn connect(addr: &Peer, auth: &ClientToken) -> Result<Client, String> {
-    let client = Client::from_stream(addr.tcp()?).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+    let stream = auth.tls.connect(addr)?;
+    let client = Client::from_stream(stream).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
     Ok(client.with_token(auth.token.clone()))
 }
 

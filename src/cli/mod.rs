@@ -11,6 +11,7 @@ mod limits;
 mod send;
 mod serve;
 mod time;
+mod tls;
 mod token;
 mod values;
 

@@ -8,9 +8,9 @@
 //! With no MESSAGE it reads stdin lines, like the tutorial's clients.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
-use std::net::TcpStream;
 use std::process::ExitCode;
 use std::time::Duration;
+use wireloop::services::client_io::ClientStream;
 
 use clap::Args;
 use wireloop::codec::frame::encode_frame;
@@ -33,6 +33,8 @@ pub struct SendArgs {
     /// (default 127.0.0.1:8084, or :8085 with --handshake).
     #[arg(value_name = "[ADDR] MESSAGE")]
     words: Vec<String>,
+    #[command(flatten)]
+    tls: super::tls::TlsClientArgs,
 }
 
 pub fn run(args: SendArgs) -> Result<ExitCode, String> {
@@ -45,7 +47,7 @@ pub fn run(args: SendArgs) -> Result<ExitCode, String> {
         _ if args.handshake => Peer::loopback(8085),
         _ => Peer::loopback(8084),
     };
-    let stream = addr.tcp()?;
+    let stream = args.tls.connect(&addr)?;
     let mut reader = BufReader::new(stream.try_clone().map_err(|e| e.to_string())?);
     let mut writer = stream;
     let protocol = if args.handshake { "handshake" } else { "framed" };
@@ -56,9 +58,9 @@ pub fn run(args: SendArgs) -> Result<ExitCode, String> {
             writer.write_all(format!("{}\n", msg.len()).as_bytes()).map_err(io)?;
             // A handshake server answers the length line at once; a server
             // of another protocol may wait for more bytes forever.
-            writer.set_read_timeout(Some(READY_WITHIN)).map_err(io)?;
+            writer.tcp().set_read_timeout(Some(READY_WITHIN)).map_err(io)?;
             let ready = expect(&mut reader, b"ready", &mut spoke, &addr, protocol, &writer);
-            writer.set_read_timeout(None).map_err(io)?;
+            writer.tcp().set_read_timeout(None).map_err(io)?;
             ready?;
             if let Err(e) = writer.write_all(msg.as_bytes()) {
                 return Err(refusal(&mut reader).unwrap_or_else(|| io(e)));
@@ -108,7 +110,7 @@ fn expect(
     spoke: &mut bool,
     addr: &Peer,
     protocol: &str,
-    sock: &TcpStream,
+    sock: &ClientStream,
 ) -> Result<(), String> {
     let mut got = vec![0u8; want.len()];
     if let Err(e) = reader.read_exact(&mut got) {
@@ -129,7 +131,7 @@ fn expect(
         if *spoke {
             return Err(format!("unexpected reply from {addr}: \"{}\"", String::from_utf8_lossy(&got)));
         }
-        return Err(foreign_reply(addr, protocol, &got, reader, sock));
+        return Err(foreign_reply(addr, protocol, &got, reader, sock.tcp()));
     }
     let mut rest = Vec::new();
     let _ = reader.take(4096).read_until(b'\n', &mut rest);

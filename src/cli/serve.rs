@@ -25,6 +25,7 @@ use wireloop::services::files::storage::FilesCounters;
 use wireloop::services::framed::FramedConfig;
 use wireloop::services::handshake::HandshakeConfig;
 use wireloop::services::metrics::{self, Catalog, MetricsService, Published};
+use wireloop::tls::rustls::ServerConfig;
 use wireloop::{services, Bound, Config, EventLoop};
 
 use super::{parse_addr, values, Order};
@@ -88,6 +89,8 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR", value_parser = parse_addr)]
     metrics: Option<SocketAddr>,
     #[command(flatten)]
+    tls: super::tls::TlsServeArgs,
+    #[command(flatten)]
     limits: super::limits::LimitArgs,
 }
 
@@ -119,7 +122,7 @@ fn plan(
             Box::new(move |lp, a| lp.listen(a, services::handshake::counted(handshake, requests)))
         }),
         ("files", "tcp", args.files.files, {
-            let cfg = args.files.config()?;
+            let cfg = args.files.config(args.tls.mutual("files"))?;
             let catalog = Rc::clone(catalog);
             Box::new(move |lp, a| {
                 let (svc, counters) = services::files::service_counted(&cfg)?;
@@ -134,7 +137,7 @@ fn plan(
     let wants = |name: &str| args.only.as_ref().map_or(true, |only| only.iter().any(|o| o == name));
     // `sanity` has refused `--only exec` without an address.
     if let Some(addr) = args.exec.exec {
-        let svc = ExecService::new(args.exec.config(addr)?);
+        let svc = ExecService::new(args.exec.config(addr, args.tls.mutual("exec"))?);
         exec_probe(catalog, &svc);
         all.push(("exec", "tcp", addr, Box::new(move |lp, a| lp.listen(a, svc))));
     }
@@ -270,6 +273,17 @@ fn sanity(args: &ServeArgs) -> Result<(), String> {
             return Err("--only names no service: there is nothing to serve".into());
         }
     }
+    args.tls.check()?;
+    for name in args.tls.services.iter().flatten() {
+        let runs = match name.as_str() {
+            "exec" => args.exec.exec.is_some() && wants("exec"),
+            "metrics" => args.metrics.is_some(),
+            other => wants(other),
+        };
+        if !runs {
+            return Err(format!("--tls names {name}, which this command line does not serve"));
+        }
+    }
     let root = &args.files.files_root;
     if wants("files") && root.exists() && !root.is_dir() {
         return Err(format!("--files-root {} is not a directory", root.display()));
@@ -278,10 +292,11 @@ fn sanity(args: &ServeArgs) -> Result<(), String> {
     let guarded = [("exec", args.exec.exec, args.exec.has_token()), ("files", Some(args.files.files), files_token)];
     for (name, addr, token) in guarded {
         // Without a token the service refuses to start (`token::server_secret`).
-        if let Some(a) = addr.filter(|a| token && wants(name) && !a.ip().is_loopback()) {
+        let clear = !args.tls.covers(name);
+        if let Some(a) = addr.filter(|a| token && clear && wants(name) && !a.ip().is_loopback()) {
             log::warn!(
-                "{name} on {a}: the token and all data travel in clear text (no TLS); \
-                 use it only on a network you trust, or through a tunnel (ssh -L, WireGuard)"
+                "{name} on {a}: the token and all data travel in clear text; serve it with \
+                 --tls {name} (--tls-cert, --tls-key), or use it only on a network you trust"
             );
         }
     }
@@ -294,6 +309,13 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
         eprintln!("wireloop: {e}");
         return Ok(ExitCode::from(2));
     }
+    let tls = match args.tls.config() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("wireloop: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let (cfg, grace) = args.limits.config()?;
     let workers = args.workers.max(1);
     // Handlers first: a signal sent as soon as the listening lines appear
@@ -307,14 +329,14 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     let published = Published::default();
     for w in 0..workers {
         let (tx, rx) = mpsc::channel();
-        let (args, stopper2, known) = (args.clone(), stopper.clone(), resolved.clone());
+        let (args, stopper2, known, tls) = (args.clone(), stopper.clone(), resolved.clone(), tls.clone());
         let shared = (workers > 1).then(|| published.clone());
         // A subreaper: commands' descendants that leave their process group
         // are reparented here, so the exec service can kill and reap them.
         let cfg = Config { reuse_port: workers > 1, subreaper: true, ..cfg.clone() };
         let join = std::thread::Builder::new()
             .name(format!("loop-{w}"))
-            .spawn(move || worker(Worker { w, args: &args, cfg, grace, known: &known, shared }, &tx, &stopper2))
+            .spawn(move || worker(Worker { w, args: &args, cfg, grace, known: &known, shared, tls }, &tx, &stopper2))
             .map_err(|e| format!("cannot start worker {w}: {e}"))?;
         match rx.recv() {
             Ok(Ok(bound)) if w == 0 => {
@@ -370,13 +392,28 @@ struct Worker<'a> {
     known: &'a HashMap<&'static str, SocketAddr>,
     /// The workers' published metrics, with more than one worker.
     shared: Option<Published>,
+    /// The TLS configuration of the services `--tls` names.
+    tls: Option<Arc<ServerConfig>>,
 }
 
 /// One loop on its own thread: binds its share of the services (the
 /// addresses the first worker resolved, for port 0), reports them, and runs
 /// until stopped.
 fn worker(wk: Worker<'_>, tx: &mpsc::Sender<Result<Vec<Bound3>, String>>, stopper: &Stopper) -> Result<(), String> {
-    let Worker { w, args, cfg, grace, known, shared } = wk;
+    let Worker { w, args, cfg, grace, known, shared, tls } = wk;
+    let serve_tls = |lp: &mut EventLoop, name: &str, id| -> Result<(), String> {
+        match &tls {
+            Some(t) if args.tls.covers(name) => {
+                lp.set_tls(id, t.clone()).map_err(|e| e.to_string())?;
+                if w == 0 {
+                    let mutual = if args.tls.mutual(name) { ", client certificates required" } else { "" };
+                    info!("{name}: TLS{mutual}");
+                }
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    };
     let setup = || -> Result<(EventLoop, Vec<Bound3>), String> {
         let mut lp = EventLoop::new(cfg).map_err(|e| format!("cannot create the event loop: {e}"))?;
         let mut bound = Vec::new();
@@ -388,6 +425,7 @@ fn worker(wk: Worker<'_>, tx: &mpsc::Sender<Result<Vec<Bound3>, String>>, stoppe
             let addr = known.get(name).copied().unwrap_or(addr);
             let b = install(&mut lp, addr).map_err(|e| format!("cannot bind {name} ({transport}) on {addr}: {e}"))?;
             lp.set_label(b.id, name);
+            serve_tls(&mut lp, name, b.id)?;
             match transport {
                 "tcp" => catalog.borrow_mut().tcp(name, b.id),
                 _ => catalog.borrow_mut().udp(name, b.id),
@@ -399,6 +437,7 @@ fn worker(wk: Worker<'_>, tx: &mpsc::Sender<Result<Vec<Bound3>, String>>, stoppe
                 let svc = MetricsService::new(catalog.clone(), shared.map(|s| (s, 0)));
                 let b = lp.listen(addr, svc).map_err(|e| format!("cannot bind metrics (tcp) on {addr}: {e}"))?;
                 lp.set_label(b.id, "metrics");
+                serve_tls(&mut lp, "metrics", b.id)?;
                 catalog.borrow_mut().tcp("metrics", b.id);
                 bound.push(("metrics", "tcp", b.addr));
             }

@@ -15,6 +15,7 @@ pub(crate) fn server_secret(
     addr: SocketAddr,
     value: Option<&str>,
     file: Option<&PathBuf>,
+    mutual_tls: bool,
 ) -> Result<Option<Secret>, String> {
     let flag = format!("--{service}-token");
     let token = match (value, file) {
@@ -29,9 +30,10 @@ pub(crate) fn server_secret(
         }
         (None, None) => None,
     };
-    if token.is_none() && !addr.ip().is_loopback() {
+    if token.is_none() && !addr.ip().is_loopback() && !mutual_tls {
         return Err(format!(
-            "refusing to run {service} on {addr}, which is not a loopback address, without {flag} or {flag}-file"
+            "refusing to run {service} on {addr}, which is not a loopback address, without {flag} or {flag}-file \
+             (or client certificates: --tls {service} --tls-client-ca PEM)"
         ));
     }
     token.map(|t| Secret::new(&t, &flag)).transpose()
@@ -43,4 +45,6 @@ pub(crate) struct ClientToken {
     /// Token for a server that requires one (or set WIRELOOP_TOKEN).
     #[arg(long, env = "WIRELOOP_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
+    #[command(flatten)]
+    pub tls: super::tls::TlsClientArgs,
 }

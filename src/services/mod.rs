@@ -80,6 +80,7 @@ where
 }
 
 pub mod auth;
+pub mod client_io;
 pub mod echo;
 pub mod exec;
 pub mod files;

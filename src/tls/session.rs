@@ -83,9 +83,9 @@ mod imp {
         /// Plaintext into `buf`: `Ok(Some(0))` is the peer's EOF (clean or
         /// not), `Ok(None)` means the socket said `WouldBlock` and nothing is
         /// decrypted. `moved.wire` counts the ciphertext read either way.
-        pub(crate) fn read(
+        pub(crate) fn read<T: Read + Write>(
             &mut self,
-            sock: &mut dyn Read,
+            sock: &mut T,
             buf: &mut [u8],
             moved: &mut Moved,
         ) -> io::Result<Option<usize>> {
@@ -112,6 +112,8 @@ mod imp {
                 // A TCP EOF (read_tls said 0) is processed too: the reader
                 // then reports it, after any plaintext still held.
                 if let Err(e) = self.conn.process_new_packets() {
+                    // Best effort: the alert rustls queued tells the peer why.
+                    let _ = self.conn.write_tls(sock);
                     return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")));
                 }
             }
@@ -198,7 +200,12 @@ mod imp {
         pub(crate) fn wants_write(&self) -> bool {
             match *self {}
         }
-        pub(crate) fn read(&mut self, _: &mut dyn Read, _: &mut [u8], _: &mut Moved) -> io::Result<Option<usize>> {
+        pub(crate) fn read<T: Read + Write>(
+            &mut self,
+            _: &mut T,
+            _: &mut [u8],
+            _: &mut Moved,
+        ) -> io::Result<Option<usize>> {
             match *self {}
         }
         pub(crate) fn write(

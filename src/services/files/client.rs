@@ -24,6 +24,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
 
 use super::storage::{hex, Entry, PartialEntry, CHUNK};
+use crate::services::client_io::ClientStream;
 use crate::services::foreign;
 
 /// Largest reply header the client accepts (a listing page is at most
@@ -93,7 +94,7 @@ pub struct FileInfo {
 /// One connection to a `files` server.
 #[derive(Debug)]
 pub struct Client {
-    stream: TcpStream,
+    stream: ClientStream,
     token: Option<String>,
     /// A well-formed reply has come: later nonsense is a broken reply, not
     /// a server of another protocol.
@@ -103,14 +104,13 @@ pub struct Client {
 impl Client {
     /// Connects to `addr`.
     pub fn connect(addr: SocketAddr) -> io::Result<Client> {
-        let stream = TcpStream::connect(addr)?;
-        stream.set_nodelay(true)?;
-        Ok(Client { stream, token: None, spoke: false })
+        Client::from_stream(TcpStream::connect(addr)?)
     }
 
     /// Uses a connection already made (to a name with several addresses, say).
-    pub fn from_stream(stream: TcpStream) -> io::Result<Client> {
-        stream.set_nodelay(true)?;
+    pub fn from_stream(stream: impl Into<ClientStream>) -> io::Result<Client> {
+        let stream = stream.into();
+        stream.tcp().set_nodelay(true)?;
         Ok(Client { stream, token: None, spoke: false })
     }
 
@@ -187,9 +187,9 @@ impl Client {
         if self.spoke {
             return None;
         }
-        let peer = self.stream.peer_addr().map_or_else(|_| "the server".to_string(), |a| a.to_string());
-        let mut more = &self.stream;
-        Some(ClientError::Protocol(foreign::foreign_reply(peer, "files", got, &mut more, &self.stream)))
+        let peer = self.stream.tcp().peer_addr().map_or_else(|_| "the server".to_string(), |a| a.to_string());
+        let tcp = self.stream.tcp().try_clone().ok()?;
+        Some(ClientError::Protocol(foreign::foreign_reply(peer, "files", got, &mut self.stream, &tcp)))
     }
 
     /// `stat`: the reply as is (`file_size`/`md5` and/or `partial_size`).
@@ -319,14 +319,8 @@ impl Client {
     }
 
     /// True if the server has sent something (or closed) mid-upload.
-    fn reply_waiting(&self) -> bool {
-        let mut b = [0u8; 1];
-        if self.stream.set_nonblocking(true).is_err() {
-            return false;
-        }
-        let r = self.stream.peek(&mut b);
-        let _ = self.stream.set_nonblocking(false);
-        r.is_ok()
+    fn reply_waiting(&mut self) -> bool {
+        self.stream.readable_now()
     }
 
     fn early_reply(&mut self) -> ClientError {
