@@ -120,3 +120,21 @@ fn reuseaddr_shows_eaddrinuse_then_success() {
     assert!(text.contains("rebind without SO_REUSEADDR: EADDRINUSE"), "{text}");
     assert!(text.contains("rebind with SO_REUSEADDR: ok, listening on 127.0.0.1:"), "{text}");
 }
+
+#[test]
+fn tls_echo_example_answers_itself_and_the_wireloop_client() {
+    let mut server = Command::new(example("tls_echo")).arg("127.0.0.1:0").stdout(Stdio::piped()).spawn().unwrap();
+    let mut out = BufReader::new(server.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    // tls echo on ADDR (certificate: PATH)
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let (addr, pem) = (words[3].to_string(), words[5].trim_end_matches(')').to_string());
+    let mut reply = String::new();
+    out.read_line(&mut reply).unwrap();
+    let cli = util::run_cli(&["echo", &addr, "--ca", &pem], "and from the command line\n");
+    let _ = server.kill();
+    let _ = server.wait();
+    assert_eq!(reply, "client (tls: true): HELLO OVER TLS, STRASSE\n", "{line}");
+    assert_eq!(String::from_utf8_lossy(&cli.stdout), "AND FROM THE COMMAND LINE\n", "{cli:?}");
+}

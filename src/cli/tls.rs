@@ -115,7 +115,23 @@ impl TlsClientArgs {
         let cfg = tls::client_config(roots, auth).map_err(|e| e.to_string())?;
         let host = peer.host();
         let name = ServerName::try_from(host.clone()).map_err(|_| format!("`{host}` is not a name TLS can verify"))?;
-        ClientStream::tls(sock, cfg, name).map_err(|e| format!("cannot connect to {peer}: {e}"))
+        ClientStream::tls(sock, cfg, name)
+            .map_err(|e| format!("cannot connect to {peer}: {e}{}", hint(&e.to_string(), &host)))
+    }
+}
+
+/// What to do about the certificate errors people meet first.
+fn hint(error: &str, host: &str) -> String {
+    if error.contains("CaUsedAsEndEntity") {
+        " (the server's certificate is marked as a CA; `openssl req -x509` makes one so unless given \
+         `-addext basicConstraints=critical,CA:FALSE`)"
+            .into()
+    } else if error.contains("UnknownIssuer") {
+        " (the certificate is not signed by a CA this client trusts: give --ca PEM with it or its CA)".into()
+    } else if error.contains("NotValidForName") {
+        format!(" (the certificate does not name `{host}`: connect by a name or address it lists)")
+    } else {
+        String::new()
     }
 }
 
