@@ -13,7 +13,10 @@
 //!   carried across), `TCP_NODELAY` on both sides, current-thread runtime (one thread, like
 //!   `examples/proxy.rs`). For `benches/embed_peers.sh`;
 //! * `proxy-64k LISTEN UPSTREAM` — the same with `copy_bidirectional_with_sizes`, 64 KiB per
-//!   direction (a reference for bulk transfers: fewer, larger reads and writes).
+//!   direction (a reference for bulk transfers: fewer, larger reads and writes);
+//! * `echo-tls ADDR CERT KEY` — the uppercase echo over tokio-rustls (current-thread runtime),
+//!   with the same rustls configuration as `wireloop serve --tls` (ring provider, the same
+//!   certificate, so the same cipher suite). For `benches/tls.sh`.
 //!
 //! The payloads `wireloop bench` sends are lowercase ASCII, for which ASCII and Unicode uppercase
 //! agree, so the peers use `make_ascii_uppercase` (ours runs its full UTF-8 uppercase).
@@ -71,6 +74,38 @@ async fn framed_conn(s: TcpStream) -> std::io::Result<()> {
         out.clear();
     }
     Ok(())
+}
+
+/// The echo over any stream (a TLS one): read, uppercase, write, flush.
+async fn echo_any<S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin>(mut s: S) -> std::io::Result<()> {
+    let mut buf = vec![0u8; BUF];
+    loop {
+        let n = s.read(&mut buf).await?;
+        if n == 0 {
+            return s.shutdown().await;
+        }
+        buf[..n].make_ascii_uppercase();
+        s.write_all(&buf[..n]).await?;
+        s.flush().await?;
+    }
+}
+
+async fn serve_tls(addr: SocketAddr, cert: &str, key: &str) -> std::io::Result<()> {
+    let certs = wireloop::tls::load_certs(cert.as_ref())?;
+    let key = wireloop::tls::load_private_key(key.as_ref())?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(wireloop::tls::server_config(certs, key, None)?);
+    let l = TcpListener::bind(addr).await?;
+    announce(l.local_addr()?);
+    loop {
+        let (s, _) = l.accept().await?;
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let _ = s.set_nodelay(true);
+            if let Ok(tls) = acceptor.accept(s).await {
+                let _ = echo_any(tls).await;
+            }
+        });
+    }
 }
 
 async fn serve_tcp(addr: SocketAddr, framed: bool) -> std::io::Result<()> {
@@ -161,6 +196,13 @@ fn main() {
         "framed" => ct().and_then(|rt| rt.block_on(serve_tcp(addr, true))),
         "udp" => ct().and_then(|rt| rt.block_on(serve_udp(addr))),
         "copy" => serve_copy(addr),
+        "echo-tls" => match (args.get(2), args.get(3)) {
+            (Some(cert), Some(key)) => ct().and_then(|rt| rt.block_on(serve_tls(addr, cert, key))),
+            _ => {
+                eprintln!("usage: peer_tokio echo-tls ADDR CERT KEY");
+                std::process::exit(2);
+            }
+        },
         "proxy" | "proxy-64k" => match args.get(2).and_then(|a| a.parse::<SocketAddr>().ok()) {
             Some(up) => ct().and_then(|rt| rt.block_on(serve_proxy(addr, up, mode == "proxy-64k"))),
             None => {

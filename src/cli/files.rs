@@ -383,7 +383,7 @@ mod tests {
 
     #[test]
     fn the_flag_defaults_are_the_services_defaults() {
-        let (cli, lib) = (Flags::parse_from(["x"]).files.config().unwrap(), super::FilesConfig::default());
+        let (cli, lib) = (Flags::parse_from(["x"]).files.config(false).unwrap(), super::FilesConfig::default());
         assert_eq!(cli.partials, lib.partials);
         assert_eq!(cli.rate_window, super::files::DEFAULT_RATE_WINDOW);
         assert_eq!(cli.partial_max_age, lib.partial_max_age);
@@ -393,7 +393,7 @@ mod tests {
 
     #[test]
     fn per_source_bounds_over_their_totals_are_refused() {
-        let cfg = |args: &[&str]| Flags::parse_from([&["x"], args].concat()).files.config();
+        let cfg = |args: &[&str]| Flags::parse_from([&["x"], args].concat()).files.config(false);
         assert!(cfg(&["--files-max-partials", "10", "--files-max-partials-per-source", "11"]).is_err());
         let bytes = ["--files-max-partial-bytes", "10", "--files-max-partial-bytes-per-source", "11"];
         assert!(cfg(&bytes).unwrap_err().contains("--files-max-partial-bytes-per-source"));

@@ -208,7 +208,7 @@ impl<S> Conn<S> {
     /// Whether a message counts as begun: unconsumed input, or a TLS
     /// handshake still going.
     pub(crate) fn receiving(&self) -> bool {
-        !self.inbuf.is_empty() || self.tls.as_ref().map_or(false, |t| t.is_handshaking())
+        !self.inbuf.is_empty() || self.tls.as_ref().is_some_and(|t| t.is_handshaking())
     }
 
     pub(crate) fn register(&mut self, registry: &Registry) -> io::Result<()> {

@@ -12,9 +12,14 @@
 //! record and the unsent ciphertext, and this module only moves bytes.
 //!
 //! Invariants:
-//! * Plaintext is taken from rustls before more ciphertext is read, so its
-//!   received-plaintext buffer (16 KiB) never fills and `read_tls` never
-//!   refuses.
+//! * Plaintext is taken from rustls before more ciphertext is given to it,
+//!   so its received-plaintext buffer (16 KiB) never fills and `read_tls`
+//!   never refuses.
+//! * Ciphertext is read from the socket in one `read` into the loop's
+//!   scratch buffer (rustls alone would read 4 KiB per call) and given to
+//!   rustls from there; what rustls cannot take yet waits in `cipher`,
+//!   which holds at most one scratch buffer's worth and is freed once empty,
+//!   so an idle connection holds none.
 //! * rustls holds at most [`SEND_LIMIT`] bytes of unsent ciphertext (plus a
 //!   record); the rest of the output waits in the connection's `OutBuf`,
 //!   where the high-water mark sees it.
@@ -52,13 +57,17 @@ mod imp {
     pub(crate) struct Tls {
         conn: rustls::Connection,
         close_notify_queued: bool,
+        /// Ciphertext read but not yet taken by rustls.
+        cipher: Vec<u8>,
+        /// The socket's EOF, to tell rustls once `cipher` is used up.
+        eof: bool,
     }
 
     impl Tls {
         pub(crate) fn server(cfg: &ServerSide) -> io::Result<Tls> {
             let mut conn = rustls::ServerConnection::new(cfg.clone()).map_err(io::Error::other)?;
             conn.set_buffer_limit(Some(SEND_LIMIT));
-            Ok(Tls { conn: conn.into(), close_notify_queued: false })
+            Ok(Tls { conn: conn.into(), close_notify_queued: false, cipher: Vec::new(), eof: false })
         }
 
         pub(crate) fn client(
@@ -67,7 +76,7 @@ mod imp {
         ) -> io::Result<Tls> {
             let mut conn = rustls::ClientConnection::new(cfg, name).map_err(io::Error::other)?;
             conn.set_buffer_limit(Some(SEND_LIMIT));
-            Ok(Tls { conn: conn.into(), close_notify_queued: false })
+            Ok(Tls { conn: conn.into(), close_notify_queued: false, cipher: Vec::new(), eof: false })
         }
 
         pub(crate) fn is_handshaking(&self) -> bool {
@@ -103,18 +112,66 @@ mod imp {
                     }
                     Err(e) => return Err(e),
                 }
-                match self.conn.read_tls(sock) {
-                    Ok(n) => moved.wire += n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
+                if self.cipher.is_empty() && !self.eof {
+                    // Nothing waiting: read the socket, into `buf` (its
+                    // plaintext has been taken), and keep what was read.
+                    let n = match sock.read(buf) {
+                        Ok(n) => n,
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                        Err(e) => return Err(e),
+                    };
+                    moved.wire += n;
+                    self.eof = n == 0;
+                    // A piece rustls takes whole is never copied.
+                    let taken = self.feed(&buf[..n], sock)?;
+                    self.cipher.extend_from_slice(&buf[taken..n]);
+                    continue;
                 }
-                // A TCP EOF (read_tls said 0) is processed too: the reader
-                // then reports it, after any plaintext still held.
+                let cipher = std::mem::take(&mut self.cipher);
+                let taken = self.feed(&cipher, sock);
+                self.cipher = cipher;
+                let taken = taken?;
+                if taken == 0 && !self.cipher.is_empty() && !self.conn.wants_read() {
+                    // rustls takes nothing and has nothing to give: never
+                    // spin on it.
+                    return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS: records the session cannot take"));
+                }
+                self.cipher.drain(..taken);
+                if self.cipher.is_empty() {
+                    self.cipher = Vec::new();
+                }
+            }
+        }
+
+        /// Gives rustls ciphertext from `bytes` until it holds a full
+        /// buffer of plaintext or `bytes` is used up (an empty `bytes` after
+        /// the socket's EOF tells it of the EOF); returns how much it took.
+        fn feed<T: Write>(&mut self, bytes: &[u8], sock: &mut T) -> io::Result<usize> {
+            let mut rest = bytes;
+            loop {
+                let n = match self.conn.read_tls(&mut rest) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        // Its plaintext buffer is full: the reader takes
+                        // that first. Anything else is the peer's doing.
+                        let full = self.conn.process_new_packets().is_ok_and(|s| s.plaintext_bytes_to_read() > 0);
+                        if full {
+                            return Ok(bytes.len() - rest.len());
+                        }
+                        return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")));
+                    }
+                };
+                if n == 0 && bytes.is_empty() {
+                    self.eof = false; // told
+                }
                 if let Err(e) = self.conn.process_new_packets() {
                     // Best effort: the alert rustls queued tells the peer why.
                     let _ = self.conn.write_tls(sock);
                     return Err(io::Error::new(io::ErrorKind::InvalidData, format!("TLS: {e}")));
+                }
+                if n == 0 || rest.is_empty() {
+                    return Ok(bytes.len() - rest.len());
                 }
             }
         }
@@ -227,3 +284,105 @@ mod imp {
 }
 
 pub(crate) use imp::{ServerSide, Tls};
+
+#[cfg(all(test, feature = "tls"))]
+mod tests {
+    //! The session against a rustls client, over in-memory pipes: no
+    //! sockets, every split of the ciphertext chosen by the test.
+    use super::*;
+    use std::collections::VecDeque;
+
+    /// One direction of a connection: what one side wrote, read by the
+    /// other at most `chunk` bytes at a time; `WouldBlock` when empty.
+    #[derive(Default)]
+    struct Pipe {
+        to_server: VecDeque<u8>,
+        to_client: VecDeque<u8>,
+        chunk: usize,
+    }
+
+    /// The server's view of the pipe.
+    struct ServerSock<'a>(&'a mut Pipe);
+
+    impl Read for ServerSock<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.0.to_server.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = buf.len().min(self.0.chunk).min(self.0.to_server.len());
+            for b in buf.iter_mut().take(n) {
+                *b = self.0.to_server.pop_front().unwrap();
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for ServerSock<'_> {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.0.to_client.extend(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn pair() -> (Tls, rustls::ClientConnection) {
+        let made = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+        let cert = made.cert.der().clone();
+        let key = rustls::pki_types::PrivateKeyDer::Pkcs8(made.key_pair.serialize_der().into());
+        let server = crate::tls::server_config(vec![cert.clone()], key, None).unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(cert).unwrap();
+        let client = crate::tls::client_config(roots, None).unwrap();
+        let mut client = rustls::ClientConnection::new(client, "localhost".try_into().unwrap()).unwrap();
+        client.set_buffer_limit(None);
+        (Tls::server(&server).unwrap(), client)
+    }
+
+    /// Runs the client's bytes through the server session until `want`
+    /// plaintext bytes came out, with reads of `chunk` ciphertext bytes and
+    /// a `scratch`-byte buffer.
+    fn deliver(message: &[u8], chunk: usize, scratch: usize) -> Vec<u8> {
+        let (mut server, mut client) = pair();
+        let mut pipe = Pipe { chunk, ..Pipe::default() };
+        client.writer().write_all(message).unwrap();
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; scratch];
+        for _ in 0..1_000_000 {
+            while client.wants_write() {
+                let mut out = Vec::new();
+                client.write_tls(&mut out).unwrap();
+                pipe.to_server.extend(out);
+            }
+            let mut moved = Moved::default();
+            match server.read(&mut ServerSock(&mut pipe), &mut buf, &mut moved).unwrap() {
+                Some(0) => panic!("EOF"),
+                Some(n) => got.extend_from_slice(&buf[..n]),
+                None => {}
+            }
+            let mut out = crate::buffer::OutBuf::default();
+            server.write(&mut ServerSock(&mut pipe), &mut out, usize::MAX, &mut moved).unwrap();
+            if !pipe.to_client.is_empty() {
+                let bytes: Vec<u8> = pipe.to_client.drain(..).collect();
+                client.read_tls(&mut &bytes[..]).unwrap();
+                client.process_new_packets().unwrap();
+            }
+            if got.len() >= message.len() {
+                return got;
+            }
+        }
+        panic!("stalled after {} of {} bytes", got.len(), message.len());
+    }
+
+    #[test]
+    fn every_byte_arrives_in_order_whatever_the_ciphertext_reads_and_plaintext_buffer() {
+        let message: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        // One huge read (ciphertext left over for rustls to take later), one
+        // byte at a time, and sizes that cut records anywhere.
+        for (chunk, scratch) in [(1 << 20, 64 * 1024), (1, 64 * 1024), (4_999, 64 * 1024), (70_000, 1_000)] {
+            let got = deliver(&message, chunk, scratch);
+            assert!(got == message, "chunk {chunk}, scratch {scratch}: {} bytes differ", got.len());
+        }
+    }
+}
