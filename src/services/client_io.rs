@@ -1,5 +1,5 @@
 //! The blocking clients' connection (`wireloop echo`, `send`, `exec`, the
-//! files [`Client`](super::files::Client)): a TCP stream, or (the `tls`
+//! files [`Client`](super::files::client::Client)): a TCP stream, or (the `tls`
 //! feature) a TLS session over one, behind one type that reads and writes
 //! plaintext.
 //!
