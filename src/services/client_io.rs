@@ -16,7 +16,7 @@
 //! Ciphertext reaches the socket in the order it was made: whoever takes it
 //! out of the session takes the write lock first.
 //!
-//! The handshake runs to the end in [`ClientStream::tls`], so a certificate
+//! The handshake runs to the end in `ClientStream::tls`, so a certificate
 //! error is reported at connect, and plaintext written later never waits,
 //! unbounded, for a handshake nobody drives.
 

@@ -18,7 +18,7 @@
 //! with a log line at info level (rate-limited).
 //!
 //! This module also builds the rustls configurations from PEM files
-//! ([`server_config`], [`client_config`]); [`rustls`] is re-exported so an
+//! (`server_config`, `client_config`); `rustls` is re-exported so an
 //! embedder uses the same version. The crypto provider is `ring`.
 #![cfg_attr(not(feature = "tls"), allow(dead_code))]
 
