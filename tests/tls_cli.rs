@@ -241,18 +241,23 @@ fn a_failed_handshake_is_logged_and_the_server_goes_on() {
     let pki = Pki::new("logged");
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("stderr");
-    let args = serve_args(&["echo"], &[]);
+    let args = serve_args(&["echo"], &["--metrics", "127.0.0.1:0"]);
     let mut child = Command::new(env!("CARGO_BIN_EXE_wireloop"))
         .args(&args)
-        .args(tls_flags(&pki, "echo"))
+        .args(tls_flags(&pki, "echo,metrics"))
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
         .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
-    let addr: std::net::SocketAddr = line.split_whitespace().nth(3).expect("a listening line").parse().unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stdout.take().unwrap()));
+    let mut listening = |name: &str| -> std::net::SocketAddr {
+        let line = lines.next().unwrap().unwrap();
+        assert!(line.starts_with(&format!("listening {name} ")), "{line}");
+        line.split_whitespace().nth(3).unwrap().parse().unwrap()
+    };
+    let addr = listening("echo");
+    let metrics = listening("metrics");
     struct Kill(std::process::Child);
     impl Drop for Kill {
         fn drop(&mut self) {
@@ -272,4 +277,14 @@ fn a_failed_handshake_is_logged_and_the_server_goes_on() {
     assert!(line.contains("127.0.0.1") && line.contains("closing"), "{line}");
     let out = run_cli(&["echo", &addr.to_string(), "--ca", &pki.path_str("ca.pem")], "still\n");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "STILL\n", "{out:?}");
+    // The metrics, themselves over TLS, count it.
+    let Some(py) = python3() else { return };
+    let script = "import ssl, sys, urllib.request\n\
+                  ctx = ssl.create_default_context(cafile=sys.argv[1])\n\
+                  print(urllib.request.urlopen(sys.argv[2], context=ctx).read().decode())";
+    let url = format!("https://localhost:{}/metrics", metrics.port());
+    let out = Command::new(py).args(["-c", script, &pki.path_str("ca.pem"), &url]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let want = "wireloop_tcp_connection_errors_total{service=\"echo\",kind=\"tls\"} 1";
+    assert!(text.contains(want), "{text}{}", String::from_utf8_lossy(&out.stderr));
 }

@@ -35,6 +35,9 @@ pub struct ListenerStats {
     /// Connections closed because their unparsed input or unsent output
     /// went over its limit.
     pub overflows: u64,
+    /// Connections closed by a TLS error (not TLS, a failed handshake, a
+    /// bad record).
+    pub tls_errors: u64,
 }
 
 impl ListenerStats {
@@ -48,6 +51,7 @@ impl ListenerStats {
         self.errors = self.errors.saturating_add(other.errors);
         self.timeouts = self.timeouts.saturating_add(other.timeouts);
         self.overflows = self.overflows.saturating_add(other.overflows);
+        self.tls_errors = self.tls_errors.saturating_add(other.tls_errors);
     }
 
     /// Counts a closed connection: no longer open, its last bytes, and the
@@ -60,6 +64,7 @@ impl ListenerStats {
             CloseReason::Reset | CloseReason::Error(_) => &mut self.errors,
             CloseReason::Timeout(_) => &mut self.timeouts,
             CloseReason::InputOverflow | CloseReason::OutputOverflow => &mut self.overflows,
+            CloseReason::Tls(_) => &mut self.tls_errors,
             _ => return,
         };
         *kind = kind.saturating_add(1);

@@ -145,14 +145,15 @@ impl<S: 'static> Loop<S> {
         conn.out.give_back(spare);
         let resume_pipes = conn.has_children && conn.out.len() <= cfg.low_water;
         let more = match result {
+            Err(e) if conn.tls.is_some() && e.kind() == io::ErrorKind::InvalidData => {
+                // A failed handshake or a bad record: operators see it
+                // (rate-limited), since it is often a misconfiguration.
+                crate::info_limited!("conn {} ({}): {}; closing", id, conn.peer, e);
+                conn.close_with(CloseReason::Tls(e));
+                false
+            }
             Err(e) => {
-                if conn.tls.is_some() && e.kind() == io::ErrorKind::InvalidData {
-                    // A failed handshake or a bad record: operators see it
-                    // (rate-limited), since it is often a misconfiguration.
-                    crate::info_limited!("conn {} ({}): {}; closing", id, conn.peer, e);
-                } else {
-                    debug!("conn {} ({}): {}", id, conn.peer, e);
-                }
+                debug!("conn {} ({}): {}", id, conn.peer, e);
                 conn.close_with(CloseReason::from_io(e));
                 false
             }

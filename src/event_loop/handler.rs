@@ -120,6 +120,11 @@ pub enum CloseReason {
     InputOverflow,
     /// The loop shut down (or was dropped) while the connection was open.
     Shutdown,
+    /// The TLS session failed: the peer's bytes were not TLS, the
+    /// handshake failed (a certificate one side did not accept, no cipher
+    /// suite in common), or a record did not decrypt. An alert was sent
+    /// where rustls had one.
+    Tls(io::Error),
     /// Any other socket error.
     Error(io::Error),
 }
@@ -150,6 +155,7 @@ impl fmt::Display for CloseReason {
             CloseReason::Reset => write!(f, "reset by peer"),
             CloseReason::Timeout(t) => write!(f, "{} timeout", format!("{t:?}").to_lowercase()),
             CloseReason::ConnectFailed(e) => write!(f, "connect failed: {e}"),
+            CloseReason::Tls(e) => write!(f, "{e}"),
             CloseReason::OutputOverflow => write!(f, "unsent output over the limit"),
             CloseReason::InputOverflow => write!(f, "unconsumed input over the limit"),
             CloseReason::Shutdown => write!(f, "loop shut down"),

@@ -28,7 +28,7 @@ const TCP: &[(&str, &str, &str, TcpField)] = &[
 
 /// Kinds of `wireloop_tcp_connection_errors_total`.
 const TCP_ERRORS: &[(&str, TcpField)] =
-    &[("socket", |s| s.errors), ("timeout", |s| s.timeouts), ("overflow", |s| s.overflows)];
+    &[("socket", |s| s.errors), ("timeout", |s| s.timeouts), ("overflow", |s| s.overflows), ("tls", |s| s.tls_errors)];
 
 /// Per UDP service: (name, help, value); all counters.
 const UDP: &[(&str, &str, UdpField)] = &[
@@ -53,7 +53,7 @@ pub fn render(snap: &Snapshot, out: &mut String) {
         }
     }
     let name = "wireloop_tcp_connection_errors_total";
-    family(out, name, "counter", "Connections closed by an error, by kind (socket, timeout, overflow).");
+    family(out, name, "counter", "Connections closed by an error, by kind (socket, timeout, overflow, tls).");
     for (svc, s) in &snap.tcp {
         for &(kind, get) in TCP_ERRORS {
             let _ = writeln!(out, "{name}{{service=\"{svc}\",kind=\"{kind}\"}} {}", get(s));
