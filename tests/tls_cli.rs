@@ -160,6 +160,12 @@ fn the_wireloop_clients_round_trip_over_tls() {
 
     let out = run_cli(&["chop", &addr("echo"), "--ca", &ca, "-s", "1", "-d", "5", "--raw"], "ß");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "\"SS\"\n", "{out:?}");
+
+    // Every reply checked, 2 connections x 4 in flight, 300 requests.
+    let out =
+        run_cli(&["bench", "framed", &addr("framed"), "--ca", &ca, "-c", "2", "-P", "4", "-n", "300", "--json"], "");
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| panic!("{out:?}"));
+    assert!(report["requests"].as_u64().unwrap() >= 300, "{report}");
 }
 
 #[test]

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use clap::Args;
 use wireloop::services::client_io::ClientStream;
 use wireloop::tls::rustls::pki_types::ServerName;
-use wireloop::tls::rustls::{RootCertStore, ServerConfig};
+use wireloop::tls::rustls::{ClientConfig, RootCertStore, ServerConfig};
 use wireloop::tls::{self, ClientAuth};
 
 use super::Peer;
@@ -98,8 +98,14 @@ impl TlsClientArgs {
     /// Connects to `peer`, over TLS if asked (the handshake done).
     pub fn connect(&self, peer: &Peer) -> Result<ClientStream, String> {
         let sock = peer.tcp()?;
+        let Some((cfg, name)) = self.session(peer)? else { return Ok(ClientStream::Plain(sock)) };
+        ClientStream::tls(sock, cfg, name).map_err(|e| explain(&e.to_string(), peer))
+    }
+
+    /// What a TLS session with `peer` is made from (`None` without `--tls`).
+    pub fn session(&self, peer: &Peer) -> Result<Option<(Arc<ClientConfig>, ServerName<'static>)>, String> {
         if !self.enabled() {
-            return Ok(ClientStream::Plain(sock));
+            return Ok(None);
         }
         let roots = match &self.ca {
             Some(path) => tls::load_roots(path).map_err(|e| e.to_string())?,
@@ -115,9 +121,13 @@ impl TlsClientArgs {
         let cfg = tls::client_config(roots, auth).map_err(|e| e.to_string())?;
         let host = peer.host();
         let name = ServerName::try_from(host.clone()).map_err(|_| format!("`{host}` is not a name TLS can verify"))?;
-        ClientStream::tls(sock, cfg, name)
-            .map_err(|e| format!("cannot connect to {peer}: {e}{}", hint(&e.to_string(), &host)))
+        Ok(Some((cfg, name)))
     }
+}
+
+/// A TLS error from connecting to `peer`, with what to do about it.
+pub fn explain(error: &str, peer: &Peer) -> String {
+    format!("cannot connect to {peer}: {error}{}", hint(error, &peer.host()))
 }
 
 /// What to do about the certificate errors people meet first.

@@ -72,6 +72,8 @@ pub struct BenchArgs {
     /// Client threads, each its own mio loop with a share of the connections.
     #[arg(short = 't', long = "threads", default_value_t = 1)]
     threads: usize,
+    #[command(flatten)]
+    tls: super::tls::TlsClientArgs,
     /// Print one JSON line instead of the report.
     #[arg(long)]
     json: bool,
@@ -277,6 +279,11 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
             SocketAddr::from(([127, 0, 0, 1], port))
         }
     };
+    if args.tls.enabled() && args.target == Target::UdpEcho {
+        return Err("--tls is for the TCP targets".into());
+    }
+    let default_peer = Peer::loopback(addr.port());
+    let tls = args.tls.session(args.addr.as_ref().unwrap_or(&default_peer))?;
     let threads = args.threads.clamp(1, args.conns);
     let shared = Shared {
         limit: args.requests.unwrap_or(u64::MAX),
@@ -291,8 +298,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 let n = args.conns / threads + usize::from(t < args.conns % threads);
-                let (plan, shared) = (&plan, &shared);
-                s.spawn(move || if udp { udp::run(addr, n, plan, shared) } else { tcp::run(addr, n, plan, shared) })
+                let (plan, shared, tls) = (&plan, &shared, &tls);
+                s.spawn(
+                    move || if udp { udp::run(addr, n, plan, shared) } else { tcp::run(addr, n, plan, shared, tls) },
+                )
             })
             .collect();
         shared.start.wait();
