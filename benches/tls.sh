@@ -7,7 +7,9 @@
 #
 #   handshakes: 16 connections at a time, each a full handshake (no resumption), one byte echoed,
 #               a clean close;
-#   bulk:       4 connections, 64 KiB messages of lowercase ASCII, each echoed back before the next.
+#   bulk:       4 connections, 64 KiB messages of lowercase ASCII, each echoed back before the next;
+#   requests:   `wireloop bench echo --tls`: 50 connections, one 64-byte request in flight on each
+#               (the per-request cost of records: ping-pong over established sessions).
 #
 # Servers run on cpu 0, the client on cpu 1 (taskset). Rounds alternate the servers (A,B,C,A,B,C…);
 # the table shows medians. Server CPU is utime+stime from /proc/PID/stat (all threads; for nginx,
@@ -102,7 +104,12 @@ HZ=$(getconf CLK_TCK)
 run() {
     local before after line
     before=$(ticks "$4")
-    line=$(taskset -c 1 "$LOAD" "$1" "$3" "$OUT/cert.pem" "$DUR")
+    if [ "$1" = requests ]; then
+        line=$(taskset -c 1 "$WL" bench echo "$3" --ca "$OUT/cert.pem" -c 50 -P 1 -s 64 -d "$DUR" --json |
+            python3 -c 'import json,sys; r=json.load(sys.stdin); print("requests", r["requests"], "failed 0 secs", r["seconds"])')
+    else
+        line=$(taskset -c 1 "$LOAD" "$1" "$3" "$OUT/cert.pem" "$DUR")
+    fi
     after=$(ticks "$4")
     python3 - "$1" "$2" "$line" "$((after - before))" "$HZ" "$(cut -d' ' -f1 /proc/loadavg)" >>"$OUT/runs.jsonl" <<'EOF'
 import json, sys
@@ -114,7 +121,7 @@ EOF
 }
 
 for r in $(seq "$ROUNDS"); do
-    for scen in handshakes bulk; do
+    for scen in handshakes bulk requests; do
         run "$scen" wireloop "$WL_ADDR" "$WL_PIDS"
         run "$scen" tokio-rustls "$TK_ADDR" "$TK_PIDS"
         [ -n "$NGINX_ADDR" ] && run "$scen" "nginx stream (+ plain echo)" "$NGINX_ADDR" "$NG_PIDS"
@@ -132,8 +139,8 @@ per = {}
 for r in runs:
     per.setdefault((r["scenario"], r["label"]), []).append(r)
 def cpu_unit(r):
-    if r["scenario"] == "handshakes":
-        return 1e6 * r["server_cpu_s"] / max(r["count"], 1)          # us per handshake
+    if r["scenario"] in ("handshakes", "requests"):
+        return 1e6 * r["server_cpu_s"] / max(r["count"], 1)          # us per handshake or request
     return r["server_cpu_s"] / max(r["count"] / 1e9, 1e-9)           # s per GB echoed
 for (scen, label), rs in per.items():
     rate = st.median(r["count"] / r["secs"] for r in rs)
@@ -141,6 +148,8 @@ for (scen, label), rs in per.items():
     ours = st.median(cpu_unit(r) for r in per[(scen, "wireloop")])
     if scen == "handshakes":
         shown, unit = f"{rate:,.0f} handshakes/s", f"{cpu:,.0f} us/handshake"
+    elif scen == "requests":
+        shown, unit = f"{rate:,.0f} req/s", f"{cpu:.1f} us/request"
     else:
         shown, unit = f"{rate / 1e6:,.0f} MB/s", f"{cpu:.2f} s/GB"
     adv = "1.00x" if label == "wireloop" else f"{cpu / ours:.2f}x"

@@ -303,12 +303,13 @@ impl<S> Conn<S> {
 
     /// Reads into `scratch`, retrying `Interrupted`. `Ok(None)` is `WouldBlock`.
     /// With TLS, the bytes are plaintext, and ciphertext is read only when
-    /// rustls holds none.
-    pub(crate) fn read_some(&mut self, scratch: &mut [u8]) -> io::Result<Option<usize>> {
+    /// rustls holds none; with `trust_short`, not again in this pass after
+    /// a short read of the socket (`Ok(None)` then).
+    pub(crate) fn read_some(&mut self, scratch: &mut [u8], trust_short: bool) -> io::Result<Option<usize>> {
         if let Some(tls) = self.tls.as_mut() {
             let handshaking = tls.is_handshaking();
             let mut moved = Moved::default();
-            let got = tls.read(&mut self.stream, scratch, &mut moved);
+            let got = tls.read(&mut self.stream, scratch, &mut moved, trust_short);
             let done = handshaking && !tls.is_handshaking();
             if done {
                 log::debug!("conn {} ({}): TLS handshake done ({})", self.id, self.peer, tls.describe());

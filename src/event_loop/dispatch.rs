@@ -286,6 +286,9 @@ impl<S: 'static> Loop<S> {
     /// re-runs from the pending queue.
     fn read_conn(&mut self, id: SourceId, scratch: &mut [u8], drain: bool) -> io::Result<Pass> {
         let mut budget = self.cfg.read_budget;
+        if let Some(tls) = self.conn_mut(id).ok().and_then(|c| c.tls.as_mut()) {
+            tls.new_pass();
+        }
         loop {
             let Some((conn, cfg)) = self.conn_cfg(id) else { return Ok(Pass::Idle) };
             if let ConnState::Lingering { .. } = conn.state() {
@@ -311,10 +314,11 @@ impl<S: 'static> Loop<S> {
                 continue;
             }
             let buffered = conn.inbuf.len();
-            // A short TLS read says nothing about the socket (rustls may
-            // hold more records): TLS connections read until `WouldBlock`.
-            let drain = drain || conn.tls.is_some();
-            let Some(n) = conn.read_some(scratch)? else { return Ok(Pass::Idle) };
+            // A short plaintext read says nothing about the socket (rustls
+            // may hold more records): the session applies the short-read
+            // rule to its own reads of the socket, within this call.
+            let tls = conn.tls.is_some();
+            let Some(n) = conn.read_some(scratch, !drain)? else { return Ok(Pass::Idle) };
             trace!("conn {id}: read {n} bytes (buffered {buffered})");
             if n == 0 {
                 conn.on_eof();
@@ -326,7 +330,7 @@ impl<S: 'static> Loop<S> {
             if budget == 0 {
                 return Ok(Pass::More);
             }
-            if n < scratch.len() && !drain {
+            if n < scratch.len() && !drain && !tls {
                 return Ok(Pass::Idle);
             }
         }

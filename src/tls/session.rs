@@ -59,6 +59,9 @@ mod imp {
         close_notify_queued: bool,
         /// Ciphertext read but not yet taken by rustls.
         cipher: Vec<u8>,
+        /// This pass read the socket short: it was empty then, and bytes
+        /// arriving since raise a new readiness edge.
+        short: bool,
         /// The socket's EOF, to tell rustls once `cipher` is used up.
         eof: bool,
     }
@@ -67,7 +70,7 @@ mod imp {
         pub(crate) fn server(cfg: &ServerSide) -> io::Result<Tls> {
             let mut conn = rustls::ServerConnection::new(cfg.clone()).map_err(io::Error::other)?;
             conn.set_buffer_limit(Some(SEND_LIMIT));
-            Ok(Tls { conn: conn.into(), close_notify_queued: false, cipher: Vec::new(), eof: false })
+            Ok(Tls { conn: conn.into(), close_notify_queued: false, cipher: Vec::new(), short: false, eof: false })
         }
 
         pub(crate) fn client(
@@ -76,11 +79,16 @@ mod imp {
         ) -> io::Result<Tls> {
             let mut conn = rustls::ClientConnection::new(cfg, name).map_err(io::Error::other)?;
             conn.set_buffer_limit(Some(SEND_LIMIT));
-            Ok(Tls { conn: conn.into(), close_notify_queued: false, cipher: Vec::new(), eof: false })
+            Ok(Tls { conn: conn.into(), close_notify_queued: false, cipher: Vec::new(), short: false, eof: false })
         }
 
         pub(crate) fn is_handshaking(&self) -> bool {
             self.conn.is_handshaking()
+        }
+
+        /// A new pass over the connection: the socket may have bytes again.
+        pub(crate) fn new_pass(&mut self) {
+            self.short = false;
         }
 
         /// Ciphertext (a handshake message, an alert, records) waits to be
@@ -97,6 +105,7 @@ mod imp {
             sock: &mut T,
             buf: &mut [u8],
             moved: &mut Moved,
+            trust_short: bool,
         ) -> io::Result<Option<usize>> {
             loop {
                 match self.conn.reader().read(buf) {
@@ -113,6 +122,11 @@ mod imp {
                     Err(e) => return Err(e),
                 }
                 if self.cipher.is_empty() && !self.eof {
+                    if trust_short && self.short {
+                        // The short-read rule, at the socket: no `read`
+                        // that could only say `WouldBlock`.
+                        return Ok(None);
+                    }
                     // Nothing waiting: read the socket, into `buf` (its
                     // plaintext has been taken), and keep what was read.
                     let n = match sock.read(buf) {
@@ -123,6 +137,7 @@ mod imp {
                     };
                     moved.wire += n;
                     self.eof = n == 0;
+                    self.short = n < buf.len();
                     // A piece rustls takes whole is never copied.
                     let taken = self.feed(&buf[..n], sock)?;
                     self.cipher.extend_from_slice(&buf[taken..n]);
@@ -262,7 +277,11 @@ mod imp {
             _: &mut T,
             _: &mut [u8],
             _: &mut Moved,
+            _: bool,
         ) -> io::Result<Option<usize>> {
+            match *self {}
+        }
+        pub(crate) fn new_pass(&mut self) {
             match *self {}
         }
         pub(crate) fn write(
@@ -356,7 +375,8 @@ mod tests {
                 pipe.to_server.extend(out);
             }
             let mut moved = Moved::default();
-            match server.read(&mut ServerSock(&mut pipe), &mut buf, &mut moved).unwrap() {
+            server.new_pass();
+            match server.read(&mut ServerSock(&mut pipe), &mut buf, &mut moved, true).unwrap() {
                 Some(0) => panic!("EOF"),
                 Some(n) => got.extend_from_slice(&buf[..n]),
                 None => {}
