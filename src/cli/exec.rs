@@ -79,6 +79,12 @@ impl ExecServeArgs {
     /// The service settings, refusing an unsafe binding.
     pub fn config(&self, addr: SocketAddr) -> Result<ExecConfig, String> {
         let token = token::server_secret("exec", addr, self.exec_token.as_deref(), self.exec_token_file.as_ref())?;
+        Ok(ExecConfig { token, ..self.limits()? })
+    }
+
+    /// The settings every command service shares (all but the token):
+    /// timeouts, output cap, concurrency, environment, user.
+    pub fn limits(&self) -> Result<ExecConfig, String> {
         // SAFETY: geteuid cannot fail and touches no memory.
         let root = unsafe { libc::geteuid() } == 0;
         let run_as = match &self.exec_user {
@@ -104,7 +110,6 @@ impl ExecServeArgs {
             max_timeout: self.exec_max_timeout_ms,
             max_output: self.exec_max_output,
             max_concurrent: self.exec_max_concurrent,
-            token,
             env_pass,
             env: self.exec_env.clone(),
             run_as,

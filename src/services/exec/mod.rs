@@ -26,7 +26,7 @@
 //! command, because a half-close cannot be told from a disconnect.
 
 pub mod proto;
-mod run;
+pub(crate) mod run;
 pub mod spawn;
 
 use std::cell::Cell;
@@ -324,15 +324,7 @@ impl<S: 'static> Handler<S> for Exec {
             return Flow::Continue;
         }
         let outcome = Outcome::new(status, run.timed_out, run.truncated, run.started.elapsed());
-        info!(
-            "exec {} ({}): child {} ended: {status}{}{} after {:?}",
-            cx.id(),
-            cx.peer(),
-            child.0,
-            if run.timed_out { ", timed out" } else { "" },
-            if run.truncated { ", output cap reached" } else { "" },
-            run.started.elapsed()
-        );
+        run.log_end("exec", status, cx);
         cx.out().append(|out| proto::encode_exit(out, &outcome));
         self.set_state(cx, State::Idle);
         if self.stopping {

@@ -10,6 +10,7 @@
 
 use std::cell::Cell;
 use std::ffi::OsStr;
+use std::process::ExitStatus;
 use std::time::{Duration, Instant};
 
 use log::{debug, info};
@@ -110,6 +111,20 @@ impl Run {
             cx.signal_child(self.child, libc::SIGKILL);
         }
         cx.set_timer(cfg.kill_grace);
+    }
+
+    /// Logs the command's end: its status, whether a limit killed it, and
+    /// how long it ran.
+    pub(crate) fn log_end<S: 'static>(&self, service: &str, status: ExitStatus, cx: &Context<'_, S>) {
+        info!(
+            "{service} {} ({}): child {} ended: {status}{}{} after {:?}",
+            cx.id(),
+            cx.peer(),
+            self.child.0,
+            if self.timed_out { ", timed out" } else { "" },
+            if self.truncated { ", output cap reached" } else { "" },
+            self.started.elapsed()
+        );
     }
 
     /// The command ended: its timer is cleared, its slot given back, the
