@@ -20,27 +20,8 @@ const PROMPT: &str = "请输入命令:";
 /// (its next prompt), so what each `recv(1024)` finds is what the server
 /// sent by then. Returns everything it printed, once it exits.
 fn drive(script: &Path, commands: &[&str]) -> String {
-    let mut child = Command::new("python3")
-        .arg(script)
-        .current_dir(script.parent().unwrap())
-        .env("PYTHONIOENCODING", "utf-8")
-        .env("PYTHONUNBUFFERED", "1")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn python3");
+    let (mut child, rx) = util::spawn_python(script);
     let mut stdin = child.stdin.take().unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = stdout.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
-            }
-        }
-    });
     let mut out = Vec::new();
     let limit = Instant::now() + Duration::from_secs(20);
     let pump = |out: &mut Vec<u8>, prompts: usize| {
