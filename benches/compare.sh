@@ -21,7 +21,8 @@
 # than the client. CAP=P puts the servers in a CPU cgroup with a quota of P% of one core (period
 # 10 ms): the server is then the bottleneck by construction, and req/s ratios measure the servers.
 # Latency under a quota includes throttled periods; read p99 from runs without CAP.
-# Output: a markdown table on stdout; raw JSON lines in target/compare/runs.jsonl.
+# Output: a markdown table on stdout, then one pass/miss line per target (restated against the
+# floor: docs/benchmarks.md); raw JSON lines in target/compare/runs.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -70,6 +71,37 @@ for scen, label in order:
     srv_pct = m(lambda r: 100 * r["server_cpu_s"] / r["seconds"])
     print(f"| {scen} | {label} | {rps:,.0f} | {m(lambda r: r['mbps']):,.1f} | {m(lambda r: r['p99_us']):,.0f} | {ratio} | {pair} "
           f"| {cpu_us:.2f} | {srv_pct:.0f}% | {m(lambda r: r['client_cpu_pct']):.0f}% | {len(rs)} |")
+
+# The targets, restated against the floor: one line each, pass or miss, from the medians of the
+# per-round ratios (round i of ours against round i of the target, as in the table).
+def pair_ratio(scen, label, f):
+    mine = [r for r in runs if (r["scenario"], r["label"]) == (scen, "wireloop")]
+    theirs = [r for r in runs if (r["scenario"], r["label"]) == (scen, label)]
+    pairs = [f(a) / f(b) for a, b in zip(mine, theirs) if f(b) > 0]
+    return st.median(pairs) if pairs else None
+cpu_per_req = lambda r: r["server_cpu_s"] / max(r["requests"], 1)
+verdict = lambda ok: "pass" if ok else "miss"
+print()
+print("targets (median of per-round ratios; CPU: the server's CPU time per request):")
+for scen, floor, tokio in (("pingpong", "bare epoll floor", "tokio current-thread"),
+                           ("pipelined", "bare epoll floor", "tokio current-thread"),
+                           ("udp", "blocking UDP floor", "tokio UDP")):
+    f, t = pair_ratio(scen, floor, cpu_per_req), pair_ratio(scen, tokio, cpu_per_req)
+    if f is None or t is None:
+        print(f"{scen}: not measured in this run (needs wireloop, {floor} and {tokio})")
+        continue
+    print(f"{scen}: CPU {f:.3f}x the {floor} (want <= 1.05x), {t:.3f}x {tokio} (want <= 1.00x): "
+          f"{verdict(f <= 1.05 and t <= 1.0)}")
+t = pair_ratio("framed", "tokio-util LengthDelimited", cpu_per_req)
+if t is None:
+    print("framed: not measured in this run (needs wireloop and tokio-util LengthDelimited)")
+else:
+    print(f"framed: CPU per frame {t:.3f}x tokio-util LengthDelimited (want <= 1.00x): {verdict(t <= 1.0)}")
+b = pair_ratio("bulk", "blocking copy", lambda r: r["rps"])
+if b is None:
+    print("bulk: not measured in this run (needs wireloop and blocking copy)")
+else:
+    print(f"bulk: throughput {b:.3f}x the blocking copy (want >= 0.95x): {verdict(b >= 0.95)}")
 EOF
 }
 if [ -n "$REPORT" ]; then

@@ -135,6 +135,31 @@ impl Deadlines {
     pub(crate) fn fired(&mut self) {
         self.armed = None;
     }
+
+    /// The heap entry at `at` fired at `now`; `reading` is whether the
+    /// connection still reads (`None`: no deadline applies in its state).
+    /// `Err` with the reason if the connection expired, otherwise the next
+    /// entry to push, if any.
+    pub(crate) fn check(
+        &mut self,
+        at: Instant,
+        now: Instant,
+        t: &Timeouts,
+        reading: Option<bool>,
+    ) -> Result<Option<Instant>, Expiry> {
+        if !self.is_armed_at(at) {
+            // A stale entry (an earlier one was armed since): the armed one
+            // will fire on its own. Acting on this one would add a chain.
+            return Ok(None);
+        }
+        self.fired();
+        let Some(reading) = reading else { return Ok(None) };
+        match self.next(t, reading) {
+            Some((at, why)) if at <= now => Err(why),
+            Some((at, _)) => Ok(self.arm(at).then_some(at)),
+            None => Ok(None),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -161,6 +186,25 @@ mod tests {
         // Complete: back to idle, counted from the last activity.
         d.after_call(t2, None, false, false);
         assert_eq!(d.next(&T, true), Some((t2 + T.idle, Expiry::Idle)));
+    }
+
+    #[test]
+    fn a_fired_entry_is_stale_re_armed_or_expires() {
+        let t0 = Instant::now();
+        let mut d = Deadlines::new(t0);
+        let first = t0 + T.idle;
+        assert!(d.arm(first));
+        // A read moved the deadline: the entry re-arms for the later time.
+        d.on_read(t0 + Duration::from_secs(1));
+        let second = first + Duration::from_secs(1);
+        assert_eq!(d.check(first, first, &T, Some(true)), Ok(Some(second)));
+        // An entry that is not the armed one is stale: nothing happens.
+        assert_eq!(d.check(first, second, &T, Some(true)), Ok(None));
+        assert!(d.is_armed_at(second));
+        // No read since: it expires; in a state without deadlines it does not.
+        assert_eq!(d.check(second, second, &T, Some(true)), Err(Expiry::Idle));
+        assert!(d.arm(second));
+        assert_eq!(d.check(second, second, &T, None), Ok(None));
     }
 
     #[test]

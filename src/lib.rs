@@ -43,6 +43,8 @@
 //! Linux-first: see the README's "Platforms" section for what is Linux-only.
 #![deny(missing_docs)]
 
+#[doc(hidden)]
+pub mod bench_support;
 mod buffer;
 mod child;
 pub mod codec;

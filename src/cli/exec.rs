@@ -83,6 +83,12 @@ impl ExecServeArgs {
     pub fn config(&self, addr: SocketAddr, mutual_tls: bool) -> Result<ExecConfig, String> {
         let (value, file) = (self.exec_token.as_deref(), self.exec_token_file.as_ref());
         let token = token::server_secret("exec", addr, value, file, mutual_tls)?;
+        Ok(ExecConfig { token, ..self.limits()? })
+    }
+
+    /// The settings every command service shares (all but the token):
+    /// timeouts, output cap, concurrency, environment, user.
+    pub fn limits(&self) -> Result<ExecConfig, String> {
         // SAFETY: geteuid cannot fail and touches no memory.
         let root = unsafe { libc::geteuid() } == 0;
         let run_as = match &self.exec_user {
@@ -108,7 +114,6 @@ impl ExecServeArgs {
             max_timeout: self.exec_max_timeout_ms,
             max_output: self.exec_max_output,
             max_concurrent: self.exec_max_concurrent,
-            token,
             env_pass,
             env: self.exec_env.clone(),
             run_as,

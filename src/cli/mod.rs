@@ -3,6 +3,7 @@
 mod addr;
 mod bench;
 mod chop;
+mod command_metrics;
 mod echo;
 mod escape;
 mod exec;
@@ -10,6 +11,7 @@ mod files;
 mod limits;
 mod send;
 mod serve;
+mod shell;
 mod time;
 mod tls;
 mod token;

@@ -28,11 +28,11 @@ use wireloop::services::metrics::{self, Catalog, MetricsService, Published};
 use wireloop::tls::rustls::ServerConfig;
 use wireloop::{services, Bound, Config, EventLoop};
 
-use super::{parse_addr, values, Order};
+use super::{command_metrics, parse_addr, values, Order};
 
 /// Every service `serve` knows, in the order it binds them.
 const SERVICES: &[&str] =
-    &["echo", "udp-echo", "exec", "files", "framed", "handshake", "time", "sntp", "rfc868", "daytime"];
+    &["echo", "udp-echo", "exec", "shell", "files", "framed", "handshake", "time", "sntp", "rfc868", "daytime"];
 
 #[derive(Debug, Args)]
 #[command(after_help = "Each service has a flag `--<name> ADDR`; `--only` picks which run.\n\
@@ -73,6 +73,8 @@ pub struct ServeArgs {
     handshake_quiet_ms: Duration,
     #[command(flatten)]
     exec: super::exec::ExecServeArgs,
+    #[command(flatten)]
+    shell: super::shell::ShellServeArgs,
     #[command(flatten)]
     time: super::time::TimeServeArgs,
     #[command(flatten)]
@@ -138,8 +140,13 @@ fn plan(
     // `sanity` has refused `--only exec` without an address.
     if let Some(addr) = args.exec.exec {
         let svc = ExecService::new(args.exec.config(addr, args.tls.mutual("exec"))?);
-        exec_probe(catalog, &svc);
+        command_metrics::probe(catalog, &command_metrics::EXEC_LABELS, svc.running(), svc.counters());
         all.push(("exec", "tcp", addr, Box::new(move |lp, a| lp.listen(a, svc))));
+    }
+    if let Some(addr) = args.shell.shell {
+        let svc = args.shell.service(&args.exec)?;
+        command_metrics::probe(catalog, &command_metrics::SHELL_LABELS, svc.running(), svc.counters());
+        all.push(("shell", "tcp", addr, Box::new(move |lp, a| lp.listen(a, svc))));
     }
     // RFC 868 and 867 are off unless an address is given.
     if let Some(addr) = args.time.rfc868 {
@@ -173,7 +180,6 @@ fn files_probe(catalog: &RefCell<Catalog>, counters: Rc<FilesCounters>) {
     });
 }
 
-/// Registers the exec service's figures with the metrics catalog.
 /// The request counters of `framed` and `handshake`, registered with the
 /// metrics catalog as one family each.
 fn requests_probe(catalog: &RefCell<Catalog>) -> (services::Requests, services::Requests) {
@@ -198,53 +204,6 @@ fn requests_probe(catalog: &RefCell<Catalog>) -> (services::Requests, services::
     (framed, handshake)
 }
 
-fn exec_probe(catalog: &RefCell<Catalog>, svc: &ExecService) {
-    use wireloop::services::exec::{ERROR_KINDS, KILL_REASONS};
-    use wireloop::services::metrics::Family;
-    let (running, counters) = (svc.running(), svc.counters());
-    catalog.borrow_mut().probe(move |out| {
-        let family = |name, kind, help, samples| Family { name, kind, help, samples };
-        let svc = "service=\"exec\"";
-        out.push(family(
-            "wireloop_exec_commands_running",
-            "gauge",
-            "Commands running now.",
-            vec![(svc, running.get() as u64)],
-        ));
-        out.push(family(
-            "wireloop_exec_commands_started_total",
-            "counter",
-            "Commands started.",
-            vec![(svc, counters.started.get())],
-        ));
-        const KILLED: [&str; 3] = [
-            "service=\"exec\",reason=\"timeout\"",
-            "service=\"exec\",reason=\"output_cap\"",
-            "service=\"exec\",reason=\"closed\"",
-        ];
-        const ERRORS: [&str; 4] = [
-            "service=\"exec\",kind=\"bad_request\"",
-            "service=\"exec\",kind=\"busy\"",
-            "service=\"exec\",kind=\"spawn\"",
-            "service=\"exec\",kind=\"token\"",
-        ];
-        debug_assert!(KILLED.iter().zip(KILL_REASONS).all(|(l, r)| l.contains(r)));
-        debug_assert!(ERRORS.iter().zip(ERROR_KINDS).all(|(l, k)| l.contains(k)));
-        out.push(family(
-            "wireloop_exec_commands_killed_total",
-            "counter",
-            "Commands killed, by reason (timeout, output_cap, closed: the client went away).",
-            KILLED.iter().zip(&counters.killed).map(|(l, c)| (*l, c.get())).collect(),
-        ));
-        out.push(family(
-            "wireloop_exec_request_errors_total",
-            "counter",
-            "Requests answered with an error, by kind.",
-            ERRORS.iter().zip(&counters.errors).map(|(l, c)| (*l, c.get())).collect(),
-        ));
-    });
-}
-
 /// Services every worker runs; the others keep state on disk or limit
 /// commands across connections, so with `--workers` they run on the first
 /// worker only.
@@ -260,13 +219,21 @@ type Bound3 = (&'static str, &'static str, SocketAddr);
 fn sanity(args: &ServeArgs) -> Result<(), String> {
     let named = |name: &str| args.only.as_ref().is_some_and(|o| o.iter().any(|n| n == name));
     let wants = |name: &str| args.only.is_none() || named(name);
-    let optional = [("exec", args.exec.exec), ("rfc868", args.time.rfc868), ("daytime", args.time.daytime)];
+    let optional = [
+        ("exec", args.exec.exec),
+        ("shell", args.shell.shell),
+        ("rfc868", args.time.rfc868),
+        ("daytime", args.time.daytime),
+    ];
     for (name, addr) in optional {
         match addr {
             None if named(name) => return Err(format!("{name} is off unless --{name} ADDR is given")),
             Some(a) if !wants(name) => return Err(format!("--{name} {a} is given but --only leaves {name} out")),
             _ => {}
         }
+    }
+    if wants("shell") {
+        args.shell.check()?;
     }
     if let Some(only) = &args.only {
         if only.is_empty() {

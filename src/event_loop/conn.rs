@@ -543,22 +543,12 @@ impl<S> Conn<S> {
         now: Instant,
         t: &Timeouts,
     ) -> Result<Option<Instant>, Timeout> {
-        if !self.deadlines.is_armed_at(at) {
-            // A stale entry (an earlier one was armed since): the armed one
-            // will fire on its own. Acting on this one would add a chain.
-            return Ok(None);
-        }
-        self.deadlines.fired();
-        let Some(reading) = self.deadline_phase() else { return Ok(None) };
-        match self.deadlines.next(t, reading) {
-            Some((at, why)) if at <= now => Err(match why {
-                Expiry::Message => Timeout::Message,
-                Expiry::Idle => Timeout::Idle,
-                Expiry::Send => Timeout::Send,
-            }),
-            Some((at, _)) => Ok(self.deadlines.arm(at).then_some(at)),
-            None => Ok(None),
-        }
+        let phase = self.deadline_phase();
+        self.deadlines.check(at, now, t, phase).map_err(|why| match why {
+            Expiry::Message => Timeout::Message,
+            Expiry::Idle => Timeout::Idle,
+            Expiry::Send => Timeout::Send,
+        })
     }
 
     /// `Some(reading)` while deadlines apply; idle and message deadlines

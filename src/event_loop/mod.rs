@@ -55,6 +55,13 @@ use crate::id::SourceId;
 use crate::mmsg::{RecvBatch, SendBatch};
 
 mod accept;
+/// The sizes `crate::bench_support` reports (the types stay private).
+pub(crate) mod bench_sizes {
+    /// One slab entry.
+    pub(crate) const ENTRY: usize = std::mem::size_of::<super::ops::Entry<()>>();
+    /// One connection, inside its entry.
+    pub(crate) const CONN: usize = std::mem::size_of::<super::conn::Conn<()>>();
+}
 pub(crate) mod conn;
 mod context;
 mod counters;

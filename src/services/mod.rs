@@ -89,6 +89,8 @@ pub mod framed;
 pub mod handshake;
 pub mod metrics;
 pub mod reflect;
+#[cfg(feature = "shell")]
+pub mod shell;
 pub mod sntp;
 pub mod time;
 pub mod udp_echo;

@@ -200,11 +200,9 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// Runs a python script with `stdin` fed in, collecting stdout until it
-/// contains every string in `expect` (then kills it), until it exits, or
-/// until `limit` passes. With `expect` empty it waits for exit.
-/// Some tutorial clients loop forever at EOF, so waiting for exit won't do.
-pub fn run_python_until(script: &Path, stdin: &str, expect: &[&str], limit: Duration) -> String {
+/// Starts a python script (UTF-8, unbuffered output) with its stdin piped;
+/// its stdout arrives on the receiver, chunk by chunk, until it closes.
+pub fn spawn_python(script: &Path) -> (Child, mpsc::Receiver<Vec<u8>>) {
     let mut child = Command::new("python3")
         .arg(script)
         .current_dir(script.parent().unwrap())
@@ -215,7 +213,6 @@ pub fn run_python_until(script: &Path, stdin: &str, expect: &[&str], limit: Dura
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn python3");
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).expect("feed stdin");
     let mut stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
@@ -226,6 +223,16 @@ pub fn run_python_until(script: &Path, stdin: &str, expect: &[&str], limit: Dura
             }
         }
     });
+    (child, rx)
+}
+
+/// Runs a python script with `stdin` fed in, collecting stdout until it
+/// contains every string in `expect` (then kills it), until it exits, or
+/// until `limit` passes. With `expect` empty it waits for exit.
+/// Some tutorial clients loop forever at EOF, so waiting for exit won't do.
+pub fn run_python_until(script: &Path, stdin: &str, expect: &[&str], limit: Duration) -> String {
+    let (mut child, rx) = spawn_python(script);
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).expect("feed stdin");
     let start = Instant::now();
     let mut out = Vec::new();
     while start.elapsed() < limit {

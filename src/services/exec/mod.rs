@@ -26,6 +26,7 @@
 //! command, because a half-close cannot be told from a disconnect.
 
 pub mod proto;
+pub(crate) mod run;
 pub mod spawn;
 
 use std::cell::Cell;
@@ -34,14 +35,15 @@ use std::process::ExitStatus;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use log::{debug, info, trace};
+use log::{info, trace};
 use serde_json::{Map, Value};
 
+use self::run::Run;
 use self::spawn::RunAs;
 use super::auth::{Guard, Secret};
 use crate::codec::frame::ByteOrder;
 use crate::codec::header::{HeaderDecoder, Item, DEFAULT_MAX_HEADER};
-use crate::{Activity, ChildId, ChildStream};
+use crate::{ChildId, ChildStream};
 use crate::{Context, Flow, Handler, Input};
 use proto::Outcome;
 
@@ -111,7 +113,7 @@ pub const ERROR_KINDS: [&str; 4] = ["bad_request", "busy", "spawn", "token"];
 /// Labels of [`ExecCounters::killed`], in order.
 pub const KILL_REASONS: [&str; 3] = ["timeout", "output_cap", "closed"];
 
-fn bump(c: &Cell<u64>) {
+pub(crate) fn bump(c: &Cell<u64>) {
     c.set(c.get().saturating_add(1));
 }
 
@@ -174,16 +176,6 @@ impl<S: 'static> crate::Service<S> for ExecService {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Run {
-    child: ChildId,
-    started: Instant,
-    forwarded: u64,
-    timed_out: bool,
-    truncated: bool,
-    term_sent: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Waiting for a request.
     Idle,
@@ -214,11 +206,9 @@ impl Exec {
             State::Running(r) => format!("Running(child {})", r.child.0),
         };
         trace!("exec {}: {} => {}", cx.id(), name(&self.state), name(&to));
-        if let (State::Running(_), State::Idle) = (self.state, to) {
-            self.running.set(self.running.get().saturating_sub(1));
+        if let (State::Running(run), State::Idle) = (self.state, to) {
+            run.release(&self.running, cx);
         }
-        // A running command is bounded by its own timeout, not the idle one.
-        cx.set_activity(if let State::Running(_) = to { Activity::Working } else { Activity::Auto });
         self.state = to;
     }
 
@@ -252,28 +242,11 @@ impl Exec {
                 return Flow::Continue;
             }
         };
-        if self.running.get() >= self.cfg.max_concurrent {
-            bump(&self.counters.errors[1]);
-            self.error(cx, &format!("busy: {} commands are already running; try again later", self.running.get()));
-            return Flow::Continue;
-        }
-        let mut cmd = spawn::command(&self.cfg, &req.cmd);
-        let child = match cx.spawn(&mut cmd) {
-            Ok(c) => c,
-            Err(e) => {
-                bump(&self.counters.errors[2]);
-                self.error(cx, &format!("cannot start the command: {e}"));
-                return Flow::Continue;
-            }
-        };
         let timeout = req.timeout.unwrap_or(self.cfg.default_timeout).min(self.cfg.max_timeout);
-        info!("exec {} ({}): child {} runs {:?} (timeout {:?})", cx.id(), cx.peer(), child.0, req.cmd, timeout);
-        cx.set_timer(timeout);
-        self.running.set(self.running.get() + 1);
-        bump(&self.counters.started);
-        let run =
-            Run { child, started: Instant::now(), forwarded: 0, timed_out: false, truncated: false, term_sent: false };
-        self.set_state(cx, State::Running(run));
+        match run::launch("exec", &self.cfg, &self.running, &self.counters, req.cmd.as_ref(), timeout, cx) {
+            Ok(run) => self.set_state(cx, State::Running(run)),
+            Err(why) => self.error(cx, &why),
+        }
         Flow::Continue
     }
 
@@ -330,17 +303,10 @@ impl<S: 'static> Handler<S> for Exec {
         if run.child != child || run.truncated {
             return Flow::Continue;
         }
-        let room = self.cfg.max_output.saturating_sub(run.forwarded);
-        let take = data.len().min(usize::try_from(room).unwrap_or(usize::MAX));
+        let take = run.admit("exec", run.forwarded, self.cfg.max_output, data.len(), &self.counters, cx);
         if take > 0 {
             cx.out().append(|out| proto::encode_output(out, stream, &data[..take]));
-            run.forwarded += take as u64;
-        }
-        if take < data.len() {
-            info!("exec {} ({}): child {} passed the output cap; killing it", cx.id(), cx.peer(), child.0);
-            run.truncated = true;
-            bump(&self.counters.killed[1]);
-            cx.signal_child(child, libc::SIGKILL);
+            run.forwarded = run.forwarded.saturating_add(take as u64);
         }
         self.state = State::Running(run);
         Flow::Continue
@@ -358,17 +324,8 @@ impl<S: 'static> Handler<S> for Exec {
             return Flow::Continue;
         }
         let outcome = Outcome::new(status, run.timed_out, run.truncated, run.started.elapsed());
-        info!(
-            "exec {} ({}): child {} ended: {status}{}{} after {:?}",
-            cx.id(),
-            cx.peer(),
-            child.0,
-            if run.timed_out { ", timed out" } else { "" },
-            if run.truncated { ", output cap reached" } else { "" },
-            run.started.elapsed()
-        );
+        run.log_end("exec", status, cx);
         cx.out().append(|out| proto::encode_exit(out, &outcome));
-        cx.clear_timer();
         self.set_state(cx, State::Idle);
         if self.stopping {
             return Flow::Close;
@@ -387,20 +344,7 @@ impl<S: 'static> Handler<S> for Exec {
 
     fn on_timer(&mut self, _input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         let State::Running(mut run) = self.state else { return Flow::Continue };
-        if !run.term_sent {
-            info!("exec {} ({}): child {} timed out; SIGTERM to its group", cx.id(), cx.peer(), run.child.0);
-            run.timed_out = true;
-            run.term_sent = true;
-            if !run.truncated {
-                bump(&self.counters.killed[0]);
-            }
-            cx.signal_child(run.child, libc::SIGTERM);
-            cx.set_timer(self.cfg.kill_grace);
-        } else {
-            debug!("exec {}: child {} still there after the grace period; SIGKILL", cx.id(), run.child.0);
-            cx.signal_child(run.child, libc::SIGKILL);
-            cx.set_timer(self.cfg.kill_grace);
-        }
+        run.on_timer("exec", &self.cfg, &self.counters, cx);
         self.state = State::Running(run);
         Flow::Continue
     }
@@ -410,10 +354,7 @@ impl Drop for Exec {
     fn drop(&mut self) {
         // The loop kills a closed connection's children; free its slot.
         if let State::Running(run) = self.state {
-            self.running.set(self.running.get().saturating_sub(1));
-            if !run.timed_out && !run.truncated {
-                bump(&self.counters.killed[2]);
-            }
+            run.abandon(&self.running, &self.counters);
         }
     }
 }

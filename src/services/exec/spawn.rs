@@ -14,7 +14,7 @@
 //! * **User:** with `run_as`, the child takes that user's uid, primary gid
 //!   and no supplementary groups before `exec`, and `HOME` is that user's.
 
-use std::ffi::{CStr, CString};
+use std::ffi::{CStr, CString, OsStr};
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -62,7 +62,7 @@ impl RunAs {
 }
 
 /// The command for `cmd` under `cfg`'s rules (see the module docs).
-pub fn command(cfg: &ExecConfig, cmd: &str) -> Command {
+pub fn command(cfg: &ExecConfig, cmd: impl AsRef<OsStr>) -> Command {
     let mut c = Command::new(&cfg.shell);
     c.arg("-c").arg(cmd).env_clear();
     for name in &cfg.env_pass {
