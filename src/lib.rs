@@ -58,6 +58,7 @@ pub mod ratelimit;
 pub mod services;
 mod stream;
 mod timer;
+mod tracefmt;
 
 pub use buffer::OutBuf;
 pub use child::{ChildId, ChildStream};

@@ -64,6 +64,7 @@ pub fn counted(
 
 impl<S: 'static> Handler<S> for Framed {
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
+        self.decoder.trace_as(cx.id().key as u64);
         loop {
             if cx.over_high_water() {
                 // The rest waits, unconsumed, until the replies drain.
@@ -73,7 +74,7 @@ impl<S: 'static> Handler<S> for Framed {
                 Ok(Some(frame)) => {
                     let shown = &frame.payload[..frame.payload.len().min(32)];
                     debug!(
-                        "framed {}: frame of {} bytes: {:?}",
+                        "conn {}: framed: frame of {} bytes: {:?}",
                         cx.id(),
                         frame.payload.len(),
                         String::from_utf8_lossy(shown)

@@ -213,7 +213,7 @@ impl Exec {
             State::Idle => "Idle".to_string(),
             State::Running(r) => format!("Running(child {})", r.child.0),
         };
-        trace!("exec {}: {} => {}", cx.id(), name(&self.state), name(&to));
+        trace!("conn {}: exec: {} => {}", cx.id(), name(&self.state), name(&to));
         if let (State::Running(_), State::Idle) = (self.state, to) {
             self.running.set(self.running.get().saturating_sub(1));
         }
@@ -285,6 +285,7 @@ impl Exec {
 
 impl<S: 'static> Handler<S> for Exec {
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
+        self.decoder.trace_as(cx.id().key as u64);
         // One request at a time: a pipelined next request waits, unconsumed,
         // until the running one has ended.
         while self.state == State::Idle && !cx.over_high_water() {
@@ -397,7 +398,7 @@ impl<S: 'static> Handler<S> for Exec {
             cx.signal_child(run.child, libc::SIGTERM);
             cx.set_timer(self.cfg.kill_grace);
         } else {
-            debug!("exec {}: child {} still there after the grace period; SIGKILL", cx.id(), run.child.0);
+            debug!("conn {}: exec: child {} still there after the grace period; SIGKILL", cx.id(), run.child.0);
             cx.signal_child(run.child, libc::SIGKILL);
             cx.set_timer(self.cfg.kill_grace);
         }
