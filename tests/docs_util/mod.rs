@@ -20,7 +20,8 @@
 //! Before comparing, both sides are normalised: the `[2026-…Z ` log prefix is
 //! cut, and what varies from run to run (ports, connection and slab numbers,
 //! pids, dates and times) is replaced by a placeholder. A line that is just
-//! `…` in an excerpt stands for lines left out and is not compared.
+//! `…` in an excerpt stands for lines left out and is not compared; a `…`
+//! inside a line stands for any text there (a byte count that varies).
 #![allow(dead_code)]
 
 /// What a marked block asks for.
@@ -50,7 +51,9 @@ pub fn blocks(md: &str) -> Vec<Block> {
     let mut out = Vec::new();
     let mut lines = md.lines().enumerate();
     while let Some((i, l)) = lines.next() {
-        let Some(info) = l.strip_prefix("```") else { continue };
+        // A block may be indented (inside a list item): its lines lose that indent.
+        let indent = l.len() - l.trim_start().len();
+        let Some(info) = l.trim_start().strip_prefix("```") else { continue };
         let words: Vec<&str> = info.split_whitespace().collect();
         let kind = if words.contains(&"doc-server") {
             Some(Kind::Server)
@@ -67,10 +70,11 @@ pub fn blocks(md: &str) -> Vec<Block> {
         };
         let mut body = Vec::new();
         for (_, l) in lines.by_ref() {
-            if l.starts_with("```") {
+            if l.trim_start().starts_with("```") {
                 break;
             }
-            body.push(l.to_string());
+            let cut = l.len() - l.trim_start().len();
+            body.push(l[cut.min(indent)..].to_string());
         }
         let name = words.iter().find_map(|w| w.strip_prefix("id=").or_else(|| w.strip_prefix("of=")));
         if let Some(kind) = kind {
@@ -217,6 +221,23 @@ fn blank_pattern(s: &str, pat: &str, with: &str) -> String {
     out
 }
 
+/// Whether `actual` is `want`, where each `…` inside `want` stands for
+/// any text (a number that varies, say).
+fn matches(want: &str, actual: &str) -> bool {
+    let mut parts = want.split('…');
+    let first = parts.next().unwrap_or("");
+    let Some(mut rest) = actual.strip_prefix(first) else { return false };
+    let parts: Vec<&str> = parts.collect();
+    let Some((last, middle)) = parts.split_last() else { return rest.is_empty() };
+    for part in middle {
+        match rest.find(part) {
+            Some(at) => rest = &rest[at + part.len()..],
+            None => return false,
+        }
+    }
+    rest.len() >= last.len() && rest.ends_with(last)
+}
+
 /// Checks that every shown line of `expected` appears, in order, among the
 /// lines of `actual` (both normalised). `Err` names the first line missing.
 pub fn check_in_order(expected: &[String], actual: &str) -> Result<(), String> {
@@ -227,10 +248,10 @@ pub fn check_in_order(expected: &[String], actual: &str) -> Result<(), String> {
         if want_n.is_empty() || want_n == "…" {
             continue;
         }
-        match actual[from..].iter().position(|a| *a == want_n) {
+        match actual[from..].iter().position(|a| matches(&want_n, a)) {
             Some(p) => from += p + 1,
             None => {
-                let anywhere = actual.contains(&want_n);
+                let anywhere = actual.iter().any(|a| matches(&want_n, a));
                 return Err(format!(
                     "line {want:?} {}",
                     if anywhere { "is there, but not in this order" } else { "is not in the real output" }
