@@ -207,7 +207,9 @@ impl Session {
             assert!(start.elapsed() < RUN_LIMIT, "{}:{}: still running after {RUN_LIMIT:?}", self.doc, b.line);
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.last_out = std::fs::read_to_string(&bg.out).unwrap();
+        // The docs' /tmp is a temporary directory here: shown as /tmp again.
+        let tmp = format!("{}/", self.tmp().display());
+        self.last_out = std::fs::read_to_string(&bg.out).unwrap().replace(&tmp, "/tmp/");
         drop(bg);
         self.last_trace = self.settled_trace();
         if let Some(name) = &b.name {

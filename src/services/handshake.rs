@@ -149,7 +149,11 @@ impl<S: 'static> Handler<S> for Handshake {
                         self.set_state(cx, State::Length);
                     } else {
                         // Progress within the body: traced, but not a transition.
-                        trace!("conn {}: handshake: body {take} bytes, {remaining} still due", cx.id());
+                        trace!(
+                            "conn {}: handshake: body {}, {remaining} still due",
+                            cx.id(),
+                            crate::tracefmt::Bytes(take)
+                        );
                         self.state = State::Body { remaining };
                     }
                 }
