@@ -63,8 +63,12 @@ pub fn counted(
 }
 
 impl<S: 'static> Handler<S> for Framed {
-    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
+    fn on_open(&mut self, cx: &mut Context<'_, S>) -> Flow {
         self.decoder.trace_as(cx.id().key as u64);
+        Flow::Continue
+    }
+
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         loop {
             if cx.over_high_water() {
                 // The rest waits, unconsumed, until the replies drain.

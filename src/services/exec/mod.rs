@@ -284,8 +284,12 @@ impl Exec {
 }
 
 impl<S: 'static> Handler<S> for Exec {
-    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
+    fn on_open(&mut self, cx: &mut Context<'_, S>) -> Flow {
         self.decoder.trace_as(cx.id().key as u64);
+        Flow::Continue
+    }
+
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         // One request at a time: a pipelined next request waits, unconsumed,
         // until the running one has ended.
         while self.state == State::Idle && !cx.over_high_water() {

@@ -273,7 +273,7 @@ pub struct Files {
     guard: Option<Rc<Guard>>,
     /// Wrong tokens on this connection so far.
     tries: u32,
-    /// The connection's slot, for trace lines (known from the first call).
+    /// The connection's slot, for trace lines (set by `on_open`).
     conn: u64,
 }
 
@@ -475,9 +475,13 @@ fn activity(state: &State) -> Activity {
 }
 
 impl<S: 'static> Handler<S> for Files {
-    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
+    fn on_open(&mut self, cx: &mut Context<'_, S>) -> Flow {
         self.conn = cx.id().key as u64;
         self.decoder.trace_as(self.conn);
+        Flow::Continue
+    }
+
+    fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         let flow = self.data(input, cx);
         cx.set_activity(activity(&self.state));
         flow
