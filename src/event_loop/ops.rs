@@ -257,8 +257,14 @@ impl<S: 'static> Loop<S> {
     /// Unknown ids are ignored.
     pub fn set_label(&mut self, id: SourceId, label: &str) {
         match self.get_mut(id) {
-            Some(Source::Listener(l)) => l.label = Some(label.into()),
-            Some(Source::Udp(u)) => u.set_label(label),
+            Some(Source::Listener(l)) => {
+                l.label = Some(label.into());
+                debug!("{label}: listener {id}");
+            }
+            Some(Source::Udp(u)) => {
+                u.set_label(label);
+                debug!("{label}: udp {id}");
+            }
             _ => {}
         }
     }
