@@ -2,8 +2,8 @@
 //! connection names it, each read says what the handler consumed and kept,
 //! readiness events name their slab entry, `WIRELOOP_TRACE_BYTES` shows the
 //! bytes (the held `\xc3` of a split `ß`), UDP replies and handshake body
-//! progress are traced, counts say `1 byte`, and deadlines print as
-//! durations, never as an `Instant`.
+//! progress are traced, reads that meet `WouldBlock` say so, counts say
+//! `1 byte`, and deadlines print as durations, never as an `Instant`.
 
 mod util;
 
@@ -18,9 +18,9 @@ use std::io::{BufRead, BufReader};
 use util::{connect, read_n, BIN};
 
 /// `wireloop serve` with the trace on and 8 bytes of each read and write shown.
-fn serve(names: &[&str]) -> (Child, HashMap<String, SocketAddr>, thread::JoinHandle<String>) {
+fn serve(names: &[&str], extra: &[&str]) -> (Child, HashMap<String, SocketAddr>, thread::JoinHandle<String>) {
     let mut child = Command::new(BIN)
-        .args(util::serve_args(names, &[]))
+        .args(util::serve_args(names, extra))
         .env("RUST_LOG", "wireloop=trace")
         .env("WIRELOOP_TRACE_BYTES", "8")
         .stdin(Stdio::null())
@@ -58,7 +58,9 @@ fn has(trace: &str, line: &str) {
 
 #[test]
 fn the_trace_names_connections_and_shows_what_each_read_did() {
-    let (mut child, addrs, reader) = serve(&["echo", "framed", "handshake", "udp-echo"]);
+    let root = tempfile::tempdir().unwrap();
+    let (mut child, addrs, reader) =
+        serve(&["echo", "framed", "handshake", "udp-echo", "files"], &["--files-root", root.path().to_str().unwrap()]);
 
     // Echo: a `ß` split after its first byte; the handler keeps that byte.
     let mut a = connect(addrs["echo"]);
@@ -98,9 +100,16 @@ fn the_trace_names_connections_and_shows_what_each_read_did() {
     let (n, _) = u.recv_from(&mut buf).unwrap();
     assert_eq!(&buf[..n], b"HI");
 
+    // files: a listing is built from the pending queue, whose re-run reads
+    // until WouldBlock (it cannot rely on a new edge).
+    let mut l = connect(addrs["files"]);
+    l.write_all(&util::files_header(&serde_json::json!({"op": "list"}))).unwrap();
+    assert_eq!(util::files_reply(&mut l)["ok"], true);
+    let ll = l.local_addr().unwrap();
+
     let (la, l1, l2, lh) =
         (a.local_addr().unwrap(), f1.local_addr().unwrap(), f2.local_addr().unwrap(), h.local_addr().unwrap());
-    drop((a, f1, f2, h));
+    drop((a, f1, f2, h, l));
     thread::sleep(Duration::from_millis(200));
     Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
     child.wait().unwrap();
@@ -126,6 +135,11 @@ fn the_trace_names_connections_and_shows_what_each_read_did() {
     has(&trace, &format!("conn {ch}: Flushing {{ linger: true }} => Lingering {{ for 5s, discarded 0 }}"));
 
     assert!(trace.contains("udp-echo: reply of 2 bytes to 127.0.0.1:"), "{trace}");
+
+    let cl = conn_of(&trace, ll);
+    has(&trace, &format!("conn {cl}: run again from the pending queue"));
+    has(&trace, &format!("conn {cl}: read: WouldBlock (the socket is empty)"));
+    has(&trace, &format!("conn {cl}: files: Idle => Listing"));
     assert!(trace.contains("framed: accepted "), "{trace}");
     for bad in ["Instant", "(buffered", " 1 bytes"] {
         assert!(!trace.contains(bad), "{bad:?} in the trace:\n{trace}");
