@@ -75,6 +75,16 @@ pub(crate) fn token_of(key: usize, _serial: u64) -> Token {
     Token(key)
 }
 
+/// The slot and serial a token names (the serial's low 32 bits; on 32-bit
+/// targets the serial is not in the token and shows as 0), for trace lines.
+pub(crate) fn parts_of(token: Token) -> (usize, u64) {
+    #[cfg(target_pointer_width = "64")]
+    let serial = (token.0 >> KEY_BITS) as u64;
+    #[cfg(not(target_pointer_width = "64"))]
+    let serial = 0;
+    (key_of(token), serial)
+}
+
 /// The slot a token names.
 pub(crate) fn key_of(token: Token) -> usize {
     token.0 & KEY_MASK

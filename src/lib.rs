@@ -40,6 +40,13 @@
 //! # Ok::<(), std::io::Error>(())
 //! ```
 //!
+//! Watch it happen: run a program on the loop with `RUST_LOG=wireloop=trace`
+//! (every readiness event, read, write and state change, naming its
+//! connection), and `WIRELOOP_TRACE_BYTES=64` to add the first 64 bytes of
+//! each read and write. `docs/nonblocking.md` explains each line. The loop's
+//! private modules (the connection state machine, the UDP batches, the
+//! trace's pieces) have their own docs: `cargo doc --document-private-items`.
+//!
 //! Linux-first: see the README's "Platforms" section for what is Linux-only.
 #![deny(missing_docs)]
 
@@ -61,6 +68,7 @@ pub mod services;
 mod stream;
 mod timer;
 pub mod tls;
+mod tracefmt;
 
 pub use buffer::OutBuf;
 pub use child::{ChildId, ChildStream};

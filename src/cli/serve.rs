@@ -244,6 +244,7 @@ fn sanity(args: &ServeArgs) -> Result<(), String> {
     for name in args.tls.services.iter().flatten() {
         let runs = match name.as_str() {
             "exec" => args.exec.exec.is_some() && wants("exec"),
+            "shell" => args.shell.shell.is_some() && wants("shell"),
             "metrics" => args.metrics.is_some(),
             other => wants(other),
         };

@@ -15,7 +15,7 @@ use wireloop::tls::{self, ClientAuth};
 use super::Peer;
 
 /// The TCP services `--tls` can name.
-pub const TLS_SERVICES: &[&str] = &["echo", "framed", "handshake", "files", "exec", "metrics"];
+pub const TLS_SERVICES: &[&str] = &["echo", "framed", "handshake", "files", "exec", "shell", "metrics"];
 
 #[derive(Debug, Clone, Args)]
 pub struct TlsServeArgs {

@@ -63,6 +63,18 @@ impl fmt::Display for DigitsError {
 impl std::error::Error for DigitsError {}
 
 /// Scans `input` for `digits ["\r"] "\n"`. `Ok(None)`: only digits so far.
+///
+/// ```
+/// use wireloop::codec::digits::{decode, DigitsError, Length};
+///
+/// // The length, its newline, and the start of the body: 3 bytes are the length's.
+/// assert_eq!(decode(b"11\nhello", 100), Ok(Some(Length { len: 11, consumed: 3 })));
+/// // Digits with no end yet: 11, or the start of 110? Need more (or a quiet client).
+/// assert_eq!(decode(b"11", 100), Ok(None));
+/// assert_eq!(decode(b"1x", 100), Err(DigitsError::NotADigit(b'x')));
+/// // Refused as soon as the digits pass the maximum, before any newline.
+/// assert_eq!(decode(b"5000", 100), Err(DigitsError::TooLong { max: 100 }));
+/// ```
 pub fn decode(input: &[u8], max: u64) -> Result<Option<Length>, DigitsError> {
     let mut value: u64 = 0;
     for (i, &b) in input.iter().enumerate() {

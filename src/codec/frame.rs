@@ -182,6 +182,8 @@ pub struct FrameDecoder {
     order: ByteOrder,
     max_len: usize,
     state: State,
+    /// The connection its trace lines name (`conn 8: frame: …`), if told.
+    trace_as: Option<u64>,
 }
 
 impl Default for FrameDecoder {
@@ -195,7 +197,7 @@ impl FrameDecoder {
     /// Creates a decoder for prefixes in `order`, refusing payloads longer
     /// than `max_len` bytes (the wire format itself caps them at `i32::MAX`).
     pub fn new(order: ByteOrder, max_len: usize) -> Self {
-        FrameDecoder { order, max_len, state: State::Head }
+        FrameDecoder { order, max_len, state: State::Head, trace_as: None }
     }
 
     /// The byte order this decoder reads.
@@ -283,9 +285,19 @@ impl FrameDecoder {
         }
     }
 
+    /// Names connection `conn` in this decoder's trace lines
+    /// (`conn 8: frame: …`), so that with several peers each state change says
+    /// whose it is. Only the log line changes; decoding does not.
+    pub fn trace_as(&mut self, conn: u64) {
+        self.trace_as = Some(conn);
+    }
+
     /// The single place where the state changes.
     fn set_state(&mut self, to: State) {
-        log::trace!("frame: {:?} => {:?}", self.state, to);
+        match self.trace_as {
+            Some(conn) => log::trace!("conn {conn}: frame: {:?} => {:?}", self.state, to),
+            None => log::trace!("frame: {:?} => {:?}", self.state, to),
+        }
         self.state = to;
     }
 }

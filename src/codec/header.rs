@@ -212,6 +212,8 @@ pub struct HeaderDecoder {
     order: ByteOrder,
     max_header: usize,
     state: State,
+    /// The connection its trace lines name (`conn 8: header: …`), if told.
+    trace_as: Option<u64>,
 }
 
 impl Default for HeaderDecoder {
@@ -225,7 +227,7 @@ impl HeaderDecoder {
     /// Creates a decoder for prefixes in `order`, refusing headers longer than
     /// `max_header` bytes.
     pub fn new(order: ByteOrder, max_header: usize) -> Self {
-        HeaderDecoder { order, max_header, state: State::Len }
+        HeaderDecoder { order, max_header, state: State::Len, trace_as: None }
     }
 
     /// Decodes at most one item from the front of `input` (all unconsumed
@@ -361,9 +363,19 @@ impl HeaderDecoder {
         }
     }
 
+    /// Names connection `conn` in this decoder's trace lines
+    /// (`conn 8: header: …`), so that with several peers each state change says
+    /// whose it is. Only the log line changes; decoding does not.
+    pub fn trace_as(&mut self, conn: u64) {
+        self.trace_as = Some(conn);
+    }
+
     /// The single place where the state changes.
     fn set_state(&mut self, to: State) {
-        log::trace!("header: {:?} => {:?}", self.state, to);
+        match self.trace_as {
+            Some(conn) => log::trace!("conn {conn}: header: {:?} => {:?}", self.state, to),
+            None => log::trace!("header: {:?} => {:?}", self.state, to),
+        }
         self.state = to;
     }
 }

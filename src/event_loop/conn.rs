@@ -48,6 +48,7 @@ use crate::peer::PeerAddr;
 use crate::stream::Stream;
 use crate::timer::TimerKind;
 use crate::tls::{Moved, Tls};
+use crate::tracefmt::{Bytes, Shown, State};
 
 /// Where a connection is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,7 +227,7 @@ impl<S> Conn<S> {
     /// The one place a connection changes state.
     pub(crate) fn set_state(&mut self, to: ConnState) {
         if self.state != to {
-            trace!("conn {}: {:?} => {:?}", self.id, self.state, to);
+            trace!("conn {}: {} => {}", self.id, State(self.state, self.now), State(to, self.now));
             self.state = to;
         }
     }
@@ -286,7 +287,7 @@ impl<S> Conn<S> {
     /// Half-close: send FIN once the queued output is flushed.
     pub(crate) fn shut_write_after_flush(&mut self) {
         if self.write_side == WriteSide::Open {
-            trace!("conn {}: write side shuts after {} bytes", self.id, self.out.len());
+            trace!("conn {}: write side shuts after {}", self.id, Bytes(self.out.len()));
             self.write_side = WriteSide::ShutAfterFlush;
         }
     }
@@ -397,7 +398,7 @@ impl<S> Conn<S> {
                 Ok(n) => {
                     self.count_in(n);
                     let discarded = discarded.saturating_add(n);
-                    trace!("conn {}: lingering, discarded {} bytes", self.id, n);
+                    trace!("conn {}: lingering, discarded {}", self.id, Bytes(n));
                     if discarded >= cfg.linger_bytes {
                         self.close_with(CloseReason::Closed);
                     } else {
@@ -460,16 +461,24 @@ impl<S> Conn<S> {
             match self.stream.write(chunk) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
+                    let left = unsent.len().saturating_sub(n);
+                    trace!("conn {}: wrote {}{} ({left} left)", self.id, Bytes(n), Shown(&chunk[..n]));
                     self.count_out(n);
                     self.out.advance(n);
                     self.deadlines.on_write(self.now, !self.out.is_empty());
-                    trace!("conn {}: wrote {} bytes ({} left)", self.id, n, self.out.len());
                     budget -= n;
                     if budget == 0 && !self.out.is_empty() {
                         return Ok(Pass::More);
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Pass::Idle),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    trace!(
+                        "conn {}: write: WouldBlock (the socket buffer is full), {} left",
+                        self.id,
+                        Bytes(self.out.len())
+                    );
+                    return Ok(Pass::Idle);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }

@@ -20,6 +20,42 @@ use crate::peer::PeerAddr;
 /// `Context` dereferences to [`Loop`], so `cx.send(other, bytes)`,
 /// `cx.state_mut()`, `cx.connect(..)` and `cx.after(..)` work in any
 /// handler call.
+///
+/// ```
+/// use std::io::Read;
+/// use std::time::Duration;
+/// use wireloop::{Config, Context, EventLoop, Flow, Handler, Input};
+///
+/// /// Greets each connection with its id and a count kept in the loop's state.
+/// struct Hello;
+///
+/// impl Handler<u32> for Hello {
+///     fn on_open(&mut self, cx: &mut Context<'_, u32>) -> Flow {
+///         *cx.state_mut() += 1; // shared by every handler, no lock: one thread
+///         let line = format!("conn {} of {}, from {}\n", cx.id(), cx.state(), cx.peer());
+///         cx.out().extend_from_slice(line.as_bytes()); // written when the call returns
+///         Flow::Close // flush, then close
+///     }
+///
+///     fn on_data(&mut self, _input: &mut Input<'_>, _cx: &mut Context<'_, u32>) -> Flow {
+///         Flow::Continue
+///     }
+/// }
+///
+/// let mut lp = EventLoop::with_state(Config::default(), 0u32)?;
+/// let bound = lp.listen("127.0.0.1:0".parse().unwrap(), |_peer| Hello)?;
+/// let client = std::thread::spawn(move || -> std::io::Result<String> {
+///     let mut greeting = String::new();
+///     std::net::TcpStream::connect(bound.addr)?.read_to_string(&mut greeting)?;
+///     Ok(greeting)
+/// });
+/// while !client.is_finished() {
+///     lp.poll_once(Some(Duration::from_millis(10)))?;
+/// }
+/// let greeting = client.join().unwrap()?;
+/// assert!(greeting.starts_with("conn ") && greeting.contains(" of 1, from 127.0.0.1:"), "{greeting}");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct Context<'a, S = ()> {
     lp: &'a mut Loop<S>,
     id: SourceId,

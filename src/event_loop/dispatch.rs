@@ -20,6 +20,7 @@ use crate::buffer::OutBuf;
 use crate::child::{ChildId, ChildStream};
 use crate::id::SourceId;
 use crate::timer::TimerKind;
+use crate::tracefmt::{Bytes, Shown};
 
 /// Which handler method a call goes to.
 #[derive(Debug, Clone, Copy)]
@@ -298,7 +299,7 @@ impl<S: 'static> Loop<S> {
                 // `on_eof` itself stopped at high water: it is called again
                 // with what it left, now that the output has drained.
                 conn.input_waiting = false;
-                trace!("conn {id}: output drained; handing back {} bytes of held input at EOF", conn.inbuf.len());
+                trace!("conn {id}: output drained; handing back {} of held input at EOF", Bytes(conn.inbuf.len()));
                 self.call(id, &[], Call::Eof);
                 return Ok(Pass::Idle);
             }
@@ -309,31 +310,47 @@ impl<S: 'static> Loop<S> {
                 // Requests held back while the output was full: serve them
                 // before reading more (the call may pause reading again).
                 conn.input_waiting = false;
-                trace!("conn {id}: output drained; handing back {} bytes of held input", conn.inbuf.len());
+                trace!("conn {id}: output drained; handing back {} of held input", Bytes(conn.inbuf.len()));
                 self.call(id, &[], Call::Data);
                 continue;
             }
-            let buffered = conn.inbuf.len();
+            let held = conn.inbuf.len();
             // A short plaintext read says nothing about the socket (rustls
             // may hold more records): the session applies the short-read
             // rule to its own reads of the socket, within this call.
             let tls = conn.tls.is_some();
-            let Some(n) = conn.read_some(scratch, !drain)? else { return Ok(Pass::Idle) };
-            trace!("conn {id}: read {n} bytes (buffered {buffered})");
+            let Some(n) = conn.read_some(scratch, !drain)? else {
+                trace!("conn {id}: read: WouldBlock (the socket is empty)");
+                return Ok(Pass::Idle);
+            };
             if n == 0 {
+                trace!("conn {id}: read 0 bytes: EOF (the peer sent FIN)");
                 conn.on_eof();
                 self.call(id, &[], Call::Eof);
                 return Ok(Pass::Idle);
             }
             self.call(id, &scratch[..n], Call::Data);
+            if log::log_enabled!(log::Level::Trace) {
+                self.trace_read(id, &scratch[..n], held);
+            }
             budget = budget.saturating_sub(n);
             if budget == 0 {
                 return Ok(Pass::More);
             }
             if n < scratch.len() && !drain && !tls {
+                trace!("conn {id}: short read: the socket is empty, the next bytes raise a new edge");
                 return Ok(Pass::Idle);
             }
         }
+    }
+
+    /// `conn 8: read 4 bytes; handler consumed 0, keeps 4`: what one read
+    /// brought, and what the handler then took of it and of the `held`
+    /// bytes left before the read.
+    fn trace_read(&self, id: SourceId, data: &[u8], held: usize) {
+        let keeps = self.conn(id).map_or(0, |c| c.inbuf.len());
+        let consumed = (held + data.len()).saturating_sub(keeps);
+        trace!("conn {id}: read {}{}; handler consumed {consumed}, keeps {keeps}", Bytes(data.len()), Shown(data));
     }
 
     /// Once output is at the low-water mark (the caller checked): the
@@ -356,7 +373,7 @@ impl<S: 'static> Loop<S> {
         }
         let Ok(conn) = self.conn_mut(id) else { return Pass::Idle };
         conn.want_drain = false;
-        trace!("conn {id}: drained to {} bytes", conn.out.len());
+        trace!("conn {id}: drained to {}", Bytes(conn.out.len()));
         self.call(id, &[], Call::Drain);
         Pass::More
     }

@@ -47,6 +47,22 @@ pub enum Flow {
 }
 
 /// The bytes a connection has buffered and not yet consumed.
+///
+/// A handler consumes the complete messages and leaves the rest; the loop
+/// keeps what is left for the next call (the trace's `handler consumed N,
+/// keeps M`). Parsing needs no socket:
+///
+/// ```
+/// use wireloop::Input;
+///
+/// // Two whole lines and the start of a third, as one read may bring them.
+/// let mut input = Input::new(b"GET a\nGET b\nGE");
+/// while let Some(end) = input.bytes().iter().position(|&b| b == b'\n') {
+///     input.consume(end + 1);
+/// }
+/// assert_eq!(input.consumed(), 12); // "handler consumed 12, keeps 2"
+/// assert_eq!(input.bytes(), b"GE"); // offered again, with the next read's bytes after it
+/// ```
 #[derive(Debug)]
 pub struct Input<'a> {
     data: &'a [u8],
@@ -279,7 +295,51 @@ pub trait Handler<S = ()> {
 
 /// Makes a [`Handler`] for each accepted connection.
 ///
-/// Any `FnMut(PeerAddr) -> H` closure is a service.
+/// Any `FnMut(PeerAddr) -> H` closure is a service: it is called once per
+/// accepted connection and may keep state of its own across calls.
+///
+/// ```
+/// use std::io::{Read, Write};
+/// use std::time::Duration;
+/// use wireloop::{Config, Context, EventLoop, Flow, Handler, Input, PeerAddr};
+///
+/// /// Answers every byte with the number of this connection, in accept order.
+/// struct Numbered(u8);
+///
+/// impl Handler for Numbered {
+///     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_>) -> Flow {
+///         for _ in input.bytes() {
+///             cx.out().extend_from_slice(&[b'0' + self.0]);
+///         }
+///         input.consume(input.bytes().len());
+///         Flow::Continue
+///     }
+/// }
+///
+/// let mut lp = EventLoop::new(Config::default())?;
+/// let mut accepted = 0;
+/// let service = move |_peer: PeerAddr| {
+///     accepted += 1;
+///     Numbered(accepted)
+/// };
+/// let bound = lp.listen("127.0.0.1:0".parse().unwrap(), service)?;
+/// let client = std::thread::spawn(move || -> std::io::Result<Vec<u8>> {
+///     let mut replies = Vec::new();
+///     for _ in 0..2 {
+///         let mut s = std::net::TcpStream::connect(bound.addr)?;
+///         s.write_all(b"xy")?;
+///         let mut got = [0u8; 2];
+///         s.read_exact(&mut got)?;
+///         replies.extend_from_slice(&got);
+///     }
+///     Ok(replies)
+/// });
+/// while !client.is_finished() {
+///     lp.poll_once(Some(Duration::from_millis(10)))?;
+/// }
+/// assert_eq!(client.join().unwrap()?, b"1122");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub trait Service<S = ()> {
     /// A connection from `peer` was accepted.
     fn accept(&mut self, peer: PeerAddr) -> Box<dyn Handler<S>>;
@@ -323,6 +383,37 @@ pub enum Reply {
 /// A UDP protocol: one datagram in, at most one datagram out.
 ///
 /// Any `FnMut(&[u8], SocketAddr, &mut Vec<u8>) -> Reply` closure is one.
+/// It is plain code over bytes, so it can be called without a socket:
+///
+/// ```
+/// use std::net::SocketAddr;
+/// use wireloop::{Config, DatagramService, EventLoop, Reply};
+///
+/// // Reverses each datagram; stays silent for an empty one.
+/// let mut reverse = |data: &[u8], _peer: SocketAddr, reply: &mut Vec<u8>| {
+///     if data.is_empty() {
+///         return Reply::Ignore;
+///     }
+///     reply.extend(data.iter().rev());
+///     Reply::Send
+/// };
+/// let peer: SocketAddr = "127.0.0.1:5000".parse().unwrap();
+/// let mut reply = Vec::new();
+/// assert_eq!(reverse.on_datagram(b"abc", peer, &mut reply), Reply::Send);
+/// assert_eq!(reply, b"cba");
+///
+/// // On a loop, it answers a UDP socket's datagrams (in recvmmsg batches).
+/// let mut lp = EventLoop::new(Config::default())?;
+/// let bound = lp.bind_udp("127.0.0.1:0".parse().unwrap(), reverse)?;
+/// let client = std::net::UdpSocket::bind("127.0.0.1:0")?;
+/// client.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
+/// client.send_to(b"hello", bound.addr)?;
+/// lp.poll_once(Some(std::time::Duration::from_secs(5)))?;
+/// let mut buf = [0u8; 16];
+/// let (n, _) = client.recv_from(&mut buf)?;
+/// assert_eq!(&buf[..n], b"olleh");
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub trait DatagramService {
     /// A datagram arrived from `peer`. `reply` is empty on entry.
     fn on_datagram(&mut self, data: &[u8], peer: SocketAddr, reply: &mut Vec<u8>) -> Reply;

@@ -236,6 +236,7 @@ impl EventLoop<()> {
 impl<S: 'static> EventLoop<S> {
     /// Creates a loop whose callbacks share `state` (see [`Loop::state_mut`]).
     pub fn with_state(cfg: Config, state: S) -> io::Result<Self> {
+        crate::tracefmt::init_from_env();
         let poll = Poll::new()?;
         let handle = Handle::new(Waker::new(poll.registry(), WAKER)?);
         let registry = poll.registry().try_clone()?;
@@ -293,6 +294,9 @@ impl<S: 'static> EventLoop<S> {
                 continue;
             }
             let mut ready = Readiness::of(ev);
+            if log::log_enabled!(log::Level::Trace) {
+                self.core.trace_event(token, ready);
+            }
             let hup = ready.hup();
             ready.readable |= hup;
             ready.writable |= ready.write_closed;
@@ -309,7 +313,10 @@ impl<S: 'static> EventLoop<S> {
                 break;
             }
             match self.core.next_pending() {
-                Some(Some(id)) => self.drive(id.token(), Readiness::ALL),
+                Some(Some(id)) => {
+                    trace!("{}: run again from the pending queue", self.core.name_of(id));
+                    self.drive(id.token(), Readiness::ALL)
+                }
                 Some(None) => {}
                 None => break,
             }
@@ -470,6 +477,36 @@ impl<S: 'static> Loop<S> {
         self.sources.iter().filter(|(_, e)| pick(&e.source)).map(|(k, e)| SourceId::new(k, e.serial)).collect()
     }
 
+    /// What trace lines call a source: `conn 8`, `pipe 9`, a listener's or
+    /// UDP socket's label (`echo`), else `listener 0`, `udp 1`, `source 5`.
+    pub(crate) fn name_of(&self, id: SourceId) -> String {
+        match self.get(id) {
+            Some(Source::Conn(_)) | None => format!("conn {id}"),
+            Some(Source::Pipe(_)) => format!("pipe {id}"),
+            Some(Source::Listener(l)) => l.label.as_deref().map_or_else(|| format!("listener {id}"), str::to_string),
+            Some(Source::Udp(u)) => u.label().map_or_else(|| format!("udp {id}"), str::to_string),
+            Some(Source::Custom(_)) => format!("source {id}"),
+        }
+    }
+
+    /// One readiness event, as epoll reported it: which slab entry its token
+    /// names, and its flags; or that the token is stale (what it named is
+    /// gone) and the event is ignored.
+    fn trace_event(&self, token: Token, ready: Readiness) {
+        let flags = crate::tracefmt::Flags {
+            readable: ready.readable,
+            writable: ready.writable,
+            read_closed: ready.read_closed,
+            write_closed: ready.write_closed,
+            error: ready.error,
+        };
+        let (slot, serial) = crate::id::parts_of(token);
+        match self.id_of(token) {
+            Some(id) => trace!("{}: event (slot {slot}, serial {serial}): {flags}", self.name_of(id)),
+            None => trace!("event (slot {slot}, serial {serial}): {flags}: stale, that source is gone; ignored"),
+        }
+    }
+
     /// Deregisters and removes a source. The one place sources leave the
     /// slab; a connection's handler hears `on_close` here, once.
     pub(crate) fn reclaim(&mut self, id: SourceId) {
@@ -516,14 +553,20 @@ impl<S: 'static> Loop<S> {
             }
             Source::Listener(mut l) => {
                 let _ = self.registry.deregister(l.listener.source());
-                debug!("listener {id}: closed");
+                match l.label.as_deref() {
+                    Some(name) => debug!("{name}: listener {id} closed"),
+                    None => debug!("listener {id}: closed"),
+                }
             }
             Source::Udp(mut u) => {
                 u.deregister(&self.registry);
                 if let Some(i) = u.local_addr().ok().and_then(|a| self.udp_local.iter().position(|&b| b == a)) {
                     self.udp_local.swap_remove(i);
                 }
-                debug!("udp {id}: closed");
+                match u.label() {
+                    Some(name) => debug!("{name}: udp {id} closed"),
+                    None => debug!("udp {id}: closed"),
+                }
             }
             Source::Custom(mut s) => {
                 s.deregister(&self.registry);

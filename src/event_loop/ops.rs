@@ -254,11 +254,20 @@ impl<S: 'static> Loop<S> {
         Ok(Bound { id, addr })
     }
 
-    /// Names a listener in log lines (`echo: accepted 127.0.0.1:5555 as
-    /// conn 9`) instead of `listener N`. Unknown ids are ignored.
+    /// Names a listener or UDP socket in log lines (`echo: accepted
+    /// 127.0.0.1:5555 as conn 9`) instead of `listener N` or `udp N`.
+    /// Unknown ids are ignored.
     pub fn set_label(&mut self, id: SourceId, label: &str) {
-        if let Some(Source::Listener(l)) = self.get_mut(id) {
-            l.label = Some(label.into());
+        match self.get_mut(id) {
+            Some(Source::Listener(l)) => {
+                l.label = Some(label.into());
+                debug!("{label}: listener {id}");
+            }
+            Some(Source::Udp(u)) => {
+                u.set_label(label);
+                debug!("{label}: udp {id}");
+            }
+            _ => {}
         }
     }
 

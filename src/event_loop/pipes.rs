@@ -98,7 +98,7 @@ impl<S: 'static> Loop<S> {
                 }
                 return false;
             }
-            trace!("conn {owner}: child {} {:?}: {} bytes", id.0, stream, n);
+            trace!("conn {owner}: child {} {:?}: {}", id.0, stream, crate::tracefmt::Bytes(n));
             self.call_and_flush(owner, Call::ChildOutput(id, stream, &scratch[..n]));
             budget = budget.saturating_sub(n);
             if budget == 0 {

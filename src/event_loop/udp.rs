@@ -38,6 +38,7 @@ use super::ops::{Entry, Loop, Source};
 use super::Readiness;
 use crate::id::SourceId;
 use crate::mmsg::{RecvBatch, SendBatch, BATCH};
+use crate::tracefmt::{Bytes, Shown};
 
 /// Counters for one UDP socket.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +73,20 @@ pub(crate) struct UdpSource {
     pub(crate) stats: UdpStats,
     /// When a looped datagram was last logged at debug level.
     loop_logged: Option<Instant>,
+    /// What log lines call it (`Loop::set_label`; default `udp N`).
+    label: Option<Box<str>>,
+}
+
+/// A UDP socket in a log line: its label, else `udp N`.
+struct Name<'a>(Option<&'a str>, SourceId);
+
+impl std::fmt::Display for Name<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(label) => f.write_str(label),
+            None => write!(f, "udp {}", self.1),
+        }
+    }
 }
 
 enum Sent {
@@ -89,7 +104,20 @@ impl UdpSource {
             writable: false,
             stats: UdpStats::default(),
             loop_logged: None,
+            label: None,
         }
+    }
+
+    pub(crate) fn set_label(&mut self, label: &str) {
+        self.label = Some(label.into());
+    }
+
+    pub(crate) fn label(&self) -> Option<&str> {
+        self.label.as_deref()
+    }
+
+    fn name(&self, id: SourceId) -> Name<'_> {
+        Name(self.label.as_deref(), id)
     }
 
     pub(crate) fn register(&mut self, registry: &Registry, id: SourceId) -> io::Result<()> {
@@ -126,32 +154,40 @@ impl UdpSource {
         for _ in 0..budget.div_ceil(BATCH).max(1) {
             let n = match recv.recv(fd) {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Pass::Idle),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    trace!("{}: recvmmsg: WouldBlock (no datagram waiting)", self.name(id));
+                    return Ok(Pass::Idle);
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
                     // ICMP errors surface here on some systems; they concern
                     // one peer, not the socket.
-                    debug!("udp {}: recv error: {}", id, e);
+                    debug!("{}: recv error: {}", self.name(id), e);
                     continue;
                 }
             };
+            trace!("{}: recvmmsg: {} datagram{}", self.name(id), n, if n == 1 { "" } else { "s" });
             for i in 0..n {
                 let (data, peer) = recv.datagram(i);
                 let Some(peer) = peer else { continue };
                 self.stats.received += 1;
-                trace!("udp {}: {} bytes from {}", id, data.len(), peer);
+                trace!("{}: {} from {peer}{}", self.name(id), Bytes(data.len()), Shown(data));
                 if is_own(peer, own) {
                     self.looped(id, peer, now);
                     continue;
                 }
                 reply.clear();
                 if self.service.on_datagram(data, peer, reply) == Reply::Send {
+                    trace!("{}: reply of {} to {peer}{}", self.name(id), Bytes(reply.len()), Shown(reply));
                     send.push_reply(peer, reply);
+                } else {
+                    trace!("{}: no reply to {peer}", self.name(id));
                 }
             }
             self.flush_batch(id, send);
             if n < BATCH {
                 // Emptied: a later datagram raises a new edge.
+                trace!("{}: short batch: the socket is empty, the next datagram raises a new edge", self.name(id));
                 return Ok(Pass::Idle);
             }
         }
@@ -182,18 +218,25 @@ impl UdpSource {
         while next < send.replies_len() && self.queue.is_empty() {
             match send.send(fd, next) {
                 Ok(m) => {
+                    trace!("{}: sendmmsg: sent {} of {} replies", self.name(id), m, send.replies_len() - next);
                     self.stats.sent += m as u64;
                     next += m;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    trace!("{}: sendmmsg: WouldBlock (the send buffer is full)", self.name(id));
+                    break;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
                     // The first reply failed (e.g. an unreachable peer): skip it.
-                    debug!("udp {}: send to {} failed: {}", id, send.reply(next).0, e);
+                    debug!("{}: send to {} failed: {}", self.name(id), send.reply(next).0, e);
                     self.stats.send_errors += 1;
                     next += 1;
                 }
             }
+        }
+        if next < send.replies_len() {
+            trace!("{}: {} replies to the send queue", self.name(id), send.replies_len() - next);
         }
         for i in next..send.replies_len() {
             let (peer, bytes) = send.reply(i);
@@ -205,7 +248,7 @@ impl UdpSource {
     fn enqueue(&mut self, id: SourceId, peer: SocketAddr, reply: &[u8]) {
         if self.queue.len() >= self.queue_limit {
             self.stats.dropped += 1;
-            debug!("udp {}: send queue full, reply to {} dropped", id, peer);
+            debug!("{}: send queue full, reply to {} dropped", self.name(id), peer);
             return;
         }
         self.queue.push_back((peer, reply.to_vec()));
@@ -215,14 +258,17 @@ impl UdpSource {
         loop {
             match self.socket.send_to(bytes, peer) {
                 Ok(n) => {
-                    trace!("udp {}: sent {} bytes to {}", id, n, peer);
+                    trace!("{}: sent {} from the queue to {peer}{}", self.name(id), Bytes(n), Shown(bytes));
                     self.stats.sent += 1;
                     return Sent::Done;
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Sent::Blocked,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    trace!("{}: send: WouldBlock, {} queued", self.name(id), self.queue.len() + 1);
+                    return Sent::Blocked;
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    debug!("udp {}: send to {} failed: {}", id, peer, e);
+                    debug!("{}: send to {} failed: {}", self.name(id), peer, e);
                     self.stats.send_errors += 1;
                     return Sent::Done;
                 }

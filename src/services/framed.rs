@@ -63,6 +63,11 @@ pub fn counted(
 }
 
 impl<S: 'static> Handler<S> for Framed {
+    fn on_open(&mut self, cx: &mut Context<'_, S>) -> Flow {
+        self.decoder.trace_as(cx.id().key as u64);
+        Flow::Continue
+    }
+
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         loop {
             if cx.over_high_water() {
@@ -73,7 +78,7 @@ impl<S: 'static> Handler<S> for Framed {
                 Ok(Some(frame)) => {
                     let shown = &frame.payload[..frame.payload.len().min(32)];
                     debug!(
-                        "framed {}: frame of {} bytes: {:?}",
+                        "conn {}: framed: frame of {} bytes: {:?}",
                         cx.id(),
                         frame.payload.len(),
                         String::from_utf8_lossy(shown)

@@ -77,7 +77,7 @@ impl Handshake {
     }
 
     fn set_state<S: 'static>(&mut self, cx: &mut Context<'_, S>, to: State) {
-        trace!("handshake {}: {:?} => {:?}", cx.id(), self.state, to);
+        trace!("conn {}: handshake: {:?} => {:?}", cx.id(), self.state, to);
         // The body is consumed as it streams in, so say it is in progress:
         // the loop's absolute message deadline then covers it.
         cx.set_activity(if let State::Body { .. } = to { Activity::Receiving } else { Activity::Auto });
@@ -139,7 +139,7 @@ impl<S: 'static> Handler<S> for Handshake {
                     if !self.logged {
                         self.logged = true;
                         let shown = &avail[..take.min(32)];
-                        debug!("handshake {}: message starts {:?}", cx.id(), String::from_utf8_lossy(shown));
+                        debug!("conn {}: handshake: message starts {:?}", cx.id(), String::from_utf8_lossy(shown));
                     }
                     input.consume(take);
                     let remaining = remaining - take as u64;
@@ -148,7 +148,12 @@ impl<S: 'static> Handler<S> for Handshake {
                         self.requests.answer();
                         self.set_state(cx, State::Length);
                     } else {
-                        // Progress within the body, not a transition: not traced.
+                        // Progress within the body: traced, but not a transition.
+                        trace!(
+                            "conn {}: handshake: body {}, {remaining} still due",
+                            cx.id(),
+                            crate::tracefmt::Bytes(take)
+                        );
                         self.state = State::Body { remaining };
                     }
                 }

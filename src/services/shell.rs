@@ -233,7 +233,7 @@ impl Shell {
         let svc = &self.svc;
         match run::launch("shell", &svc.cfg, &svc.running, &svc.counters, OsStr::from_bytes(cmd), timeout, cx) {
             Ok(run) => {
-                trace!("shell {}: Idle => Running(child {})", cx.id(), run.child.0);
+                trace!("conn {}: shell: Idle => Running(child {})", cx.id(), run.child.0);
                 self.state = State::Running(run);
             }
             Err(why) => {
@@ -310,7 +310,7 @@ impl<S: 'static> Handler<S> for Shell {
         let (enc, cap) = (self.svc.encoding, self.cap);
         cx.out().append(|out| reply(&stdout, &stderr, enc, cap, out));
         run.release(&self.svc.running, cx);
-        trace!("shell {}: Running(child {}) => Idle", cx.id(), child.0);
+        trace!("conn {}: shell: Running(child {}) => Idle", cx.id(), child.0);
         self.state = State::Idle;
         if self.stopping {
             return Flow::Close;

@@ -287,7 +287,7 @@ impl DatagramService for TimeService {
         if !self.guard.release(peer, data.len(), reply.len(), now) {
             return Reply::Ignore;
         }
-        trace!("time: {} bytes to {}: {:?}", reply.len(), peer, String::from_utf8_lossy(reply));
+        trace!("time: {} to {}: {:?}", crate::tracefmt::Bytes(reply.len()), peer, String::from_utf8_lossy(reply));
         Reply::Send
     }
 }

@@ -205,7 +205,7 @@ impl Exec {
             State::Idle => "Idle".to_string(),
             State::Running(r) => format!("Running(child {})", r.child.0),
         };
-        trace!("exec {}: {} => {}", cx.id(), name(&self.state), name(&to));
+        trace!("conn {}: exec: {} => {}", cx.id(), name(&self.state), name(&to));
         if let (State::Running(run), State::Idle) = (self.state, to) {
             run.release(&self.running, cx);
         }
@@ -257,6 +257,11 @@ impl Exec {
 }
 
 impl<S: 'static> Handler<S> for Exec {
+    fn on_open(&mut self, cx: &mut Context<'_, S>) -> Flow {
+        self.decoder.trace_as(cx.id().key as u64);
+        Flow::Continue
+    }
+
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         // One request at a time: a pipelined next request waits, unconsumed,
         // until the running one has ended.

@@ -107,7 +107,7 @@ impl Run {
             }
             cx.signal_child(self.child, libc::SIGTERM);
         } else {
-            debug!("{service} {}: child {} still there after the grace period; SIGKILL", cx.id(), self.child.0);
+            debug!("conn {}: {service}: child {} still there after the grace period; SIGKILL", cx.id(), self.child.0);
             cx.signal_child(self.child, libc::SIGKILL);
         }
         cx.set_timer(cfg.kill_grace);

@@ -273,6 +273,8 @@ pub struct Files {
     guard: Option<Rc<Guard>>,
     /// Wrong tokens on this connection so far.
     tries: u32,
+    /// The connection's slot, for trace lines (set by `on_open`).
+    conn: u64,
 }
 
 impl Files {
@@ -296,6 +298,7 @@ impl Files {
             stopping: false,
             guard: None,
             tries: 0,
+            conn: 0,
         }
     }
 
@@ -303,7 +306,7 @@ impl Files {
     fn set_state(&mut self, to: State) {
         let from = self.taken.take().unwrap_or(self.state.name());
         if from != to.name() {
-            trace!("files {}: {} => {}", self.peer, from, to.name());
+            trace!("conn {}: files: {} => {}", self.conn, from, to.name());
         }
         self.state = to;
     }
@@ -333,7 +336,7 @@ impl Files {
 
     /// An error after which the stream cannot continue.
     fn fail<S: 'static>(&mut self, why: String, cx: &mut Context<'_, S>) -> Flow {
-        debug!("files {}: closing: {why}", self.peer);
+        debug!("conn {} ({}): files: closing: {why}", self.conn, self.peer);
         self.reply(&Reply::error(why), cx);
         self.take();
         self.set_state(State::Closing);
@@ -472,6 +475,12 @@ fn activity(state: &State) -> Activity {
 }
 
 impl<S: 'static> Handler<S> for Files {
+    fn on_open(&mut self, cx: &mut Context<'_, S>) -> Flow {
+        self.conn = cx.id().key as u64;
+        self.decoder.trace_as(self.conn);
+        Flow::Continue
+    }
+
     fn on_data(&mut self, input: &mut Input<'_>, cx: &mut Context<'_, S>) -> Flow {
         let flow = self.data(input, cx);
         cx.set_activity(activity(&self.state));
