@@ -57,8 +57,9 @@ mod imp {
     pub(crate) struct Tls {
         conn: rustls::Connection,
         close_notify_queued: bool,
-        /// Ciphertext read but not yet taken by rustls.
+        /// Ciphertext read but not yet taken by rustls: `cipher[cipher_at..]`.
         cipher: Vec<u8>,
+        cipher_at: usize,
         /// This pass read the socket short: it was empty then, and bytes
         /// arriving since raise a new readiness edge.
         short: bool,
@@ -70,7 +71,14 @@ mod imp {
         pub(crate) fn server(cfg: &ServerSide) -> io::Result<Tls> {
             let mut conn = rustls::ServerConnection::new(cfg.clone()).map_err(io::Error::other)?;
             conn.set_buffer_limit(Some(SEND_LIMIT));
-            Ok(Tls { conn: conn.into(), close_notify_queued: false, cipher: Vec::new(), short: false, eof: false })
+            Ok(Tls {
+                conn: conn.into(),
+                close_notify_queued: false,
+                cipher: Vec::new(),
+                cipher_at: 0,
+                short: false,
+                eof: false,
+            })
         }
 
         pub(crate) fn client(
@@ -79,7 +87,14 @@ mod imp {
         ) -> io::Result<Tls> {
             let mut conn = rustls::ClientConnection::new(cfg, name).map_err(io::Error::other)?;
             conn.set_buffer_limit(Some(SEND_LIMIT));
-            Ok(Tls { conn: conn.into(), close_notify_queued: false, cipher: Vec::new(), short: false, eof: false })
+            Ok(Tls {
+                conn: conn.into(),
+                close_notify_queued: false,
+                cipher: Vec::new(),
+                cipher_at: 0,
+                short: false,
+                eof: false,
+            })
         }
 
         pub(crate) fn is_handshaking(&self) -> bool {
@@ -121,7 +136,7 @@ mod imp {
                     }
                     Err(e) => return Err(e),
                 }
-                if self.cipher.is_empty() && !self.eof {
+                if self.cipher_at == self.cipher.len() && !self.eof {
                     if trust_short && self.short {
                         // The short-read rule, at the socket: no `read`
                         // that could only say `WouldBlock`.
@@ -144,17 +159,20 @@ mod imp {
                     continue;
                 }
                 let cipher = std::mem::take(&mut self.cipher);
-                let taken = self.feed(&cipher, sock);
+                let taken = self.feed(&cipher[self.cipher_at..], sock);
                 self.cipher = cipher;
                 let taken = taken?;
-                if taken == 0 && !self.cipher.is_empty() && !self.conn.wants_read() {
+                let left = self.cipher.len() - self.cipher_at;
+                if taken == 0 && left > 0 && !self.conn.wants_read() {
                     // rustls takes nothing and has nothing to give: never
                     // spin on it.
                     return Err(io::Error::new(io::ErrorKind::InvalidData, "TLS: records the session cannot take"));
                 }
-                self.cipher.drain(..taken);
-                if self.cipher.is_empty() {
+                // An offset, not a shift: what is left moves at most once.
+                self.cipher_at += taken;
+                if self.cipher_at == self.cipher.len() {
                     self.cipher = Vec::new();
+                    self.cipher_at = 0;
                 }
             }
         }
