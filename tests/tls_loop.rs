@@ -360,3 +360,28 @@ fn connect_tls_to_a_server_with_another_name_fails_in_on_close() {
     assert!(failed[0].contains("certificate") || failed[0].contains("Certificate"), "{failed:?}");
     assert_eq!(lp.state().ok, 0);
 }
+
+#[test]
+fn a_unix_listener_serves_tls_too() {
+    let pki = Pki::new("unix");
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("echo.sock");
+    let (tx, rx) = mpsc::channel();
+    let (p2, tls) = (path.clone(), pki.server_config(None));
+    let thread = thread::spawn(move || {
+        let mut lp = EventLoop::new(Config::default()).unwrap();
+        let id = lp.listen_unix(&p2, services::echo::service()).unwrap();
+        lp.set_tls(id, tls).unwrap();
+        tx.send(lp.handle()).unwrap();
+        lp.run(Duration::from_millis(500)).unwrap();
+    });
+    let handle: Handle<()> = rx.recv().unwrap();
+    let sock = std::os::unix::net::UnixStream::connect(&path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let conn = ClientConnection::new(pki.client_config(None), "localhost".try_into().unwrap()).unwrap();
+    let mut c = StreamOwned::new(conn, sock);
+    c.write_all(b"over a unix socket\n").unwrap();
+    assert_eq!(read_exact_n(&mut c, 19), b"OVER A UNIX SOCKET\n");
+    handle.stop();
+    thread.join().unwrap();
+}
