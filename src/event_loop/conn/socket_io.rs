@@ -19,6 +19,10 @@ use crate::event_loop::handler::CloseReason;
 use crate::tls::Moved;
 use crate::tracefmt::{Bytes, Shown};
 
+/// Log lines keep the state machine's target (`wireloop::event_loop::conn`):
+/// the trace a reader follows does not change with the file a line is in.
+const TARGET: &str = "wireloop::event_loop::conn";
+
 impl<S> Conn<S> {
     /// Reads into `scratch`, retrying `Interrupted`. `Ok(None)` is `WouldBlock`.
     /// With TLS, the bytes are plaintext, and ciphertext is read only when
@@ -31,12 +35,12 @@ impl<S> Conn<S> {
             let got = tls.read(&mut self.stream, scratch, &mut moved, trust_short);
             let done = handshaking && !tls.is_handshaking();
             if done {
-                log::debug!("conn {} ({}): TLS handshake done ({})", self.id, self.peer, tls.describe());
+                log::debug!(target: TARGET, "conn {} ({}): TLS handshake done ({})", self.id, self.peer, tls.describe());
             }
             self.count_in(moved.wire);
             if moved.wire > 0 {
                 self.deadlines.on_read(self.now);
-                trace!("conn {}: read {} bytes of TLS records", self.id, moved.wire);
+                trace!(target: TARGET, "conn {}: read {} bytes of TLS records", self.id, moved.wire);
             }
             if done {
                 let (out, buffered) = (!self.out.is_empty(), !self.inbuf.is_empty());
@@ -73,7 +77,7 @@ impl<S> Conn<S> {
                 Ok(n) => {
                     self.count_in(n);
                     let discarded = discarded.saturating_add(n);
-                    trace!("conn {}: lingering, discarded {}", self.id, Bytes(n));
+                    trace!(target: TARGET, "conn {}: lingering, discarded {}", self.id, Bytes(n));
                     if discarded >= cfg.linger_bytes {
                         self.close_with(CloseReason::Closed);
                     } else {
@@ -120,6 +124,7 @@ impl<S> Conn<S> {
                 let left = !self.all_sent();
                 self.deadlines.on_write(self.now, left);
                 trace!(
+                    target: TARGET,
                     "conn {}: wrote {} bytes of TLS records ({} of plaintext; {} left)",
                     self.id,
                     moved.wire,
@@ -137,7 +142,7 @@ impl<S> Conn<S> {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     let left = unsent.len().saturating_sub(n);
-                    trace!("conn {}: wrote {}{} ({left} left)", self.id, Bytes(n), Shown(&chunk[..n]));
+                    trace!(target: TARGET, "conn {}: wrote {}{} ({left} left)", self.id, Bytes(n), Shown(&chunk[..n]));
                     self.count_out(n);
                     self.out.advance(n);
                     self.deadlines.on_write(self.now, !self.out.is_empty());
@@ -148,6 +153,7 @@ impl<S> Conn<S> {
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     trace!(
+                        target: TARGET,
                         "conn {}: write: WouldBlock (the socket buffer is full), {} left",
                         self.id,
                         Bytes(self.out.len())
