@@ -3,7 +3,8 @@
 //! * Connections are opened one after another (a blocking connect with a timeout, then the
 //!   request written at once), spread round-robin over `--sources` loopback source addresses
 //!   ([`super::source_ip`]); at most [`WINDOW`] of them wait for their reply at a time, so a
-//!   burst never overfills the server's accept queue (a dropped SYN would cost a second).
+//!   burst never overfills the server's accept queue (an overflow costs the connection a
+//!   retransmission a second later).
 //! * Every reply is checked like `bench echo`'s; a connection counts as established once its
 //!   reply is complete. Failures are counted by kind (connect errors, a close or a wrong reply
 //!   before the reply, no reply within [`REPLY_TIMEOUT`]), never retried.
@@ -31,8 +32,9 @@ use mio::{Events, Interest, Poll, Token};
 
 use super::{connect_from, cpu_seconds, source_ip, BenchArgs, Checker, Plan};
 
-/// Connections at most waiting for their reply at once.
-const WINDOW: usize = 256;
+/// Connections at most waiting for their reply at once: below the accept queue of a listener
+/// with the backlog of 128 that Rust's std (and so tokio's `TcpListener::bind`) asks for.
+const WINDOW: usize = 100;
 /// Descriptors kept free beside the held connections (stdio, the poll, libraries).
 pub(super) const FD_MARGIN: u64 = 64;
 /// A connect that has not completed by then counts as failed.
