@@ -205,7 +205,8 @@ for peer in ("tokio", "floor"):
     for c in SIZES:
         w, t = by.get(("wireloop", c)), by.get((peer, c))
         if w and t:
-            print(f"  C={c:,}: {w['rss_per_conn'] / max(t['rss_per_conn'], 1e-9):.4f}x, "
+            mem = f"{w['rss_per_conn'] / t['rss_per_conn']:.4f}x" if t["rss_per_conn"] > 0 else "— (no growth)"
+            print(f"  C={c:,}: {mem}, "
                   f"{w['accept_rate'] / t['accept_rate']:.2f}x, {w['held']['p99_us'] / t['held']['p99_us']:.2f}x, "
                   f"{w['held']['server_cpu_us_per_req'] / max(t['held']['server_cpu_us_per_req'], 1e-9):.2f}x")
 verdict = lambda ok: "pass" if ok else "miss"
