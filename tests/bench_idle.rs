@@ -125,3 +125,23 @@ fn bench_echo_spreads_its_connections_over_the_sources_too() {
     assert!(spread, "the server saw {seen:?}");
     assert!(bench.wait().unwrap().success());
 }
+
+#[test]
+fn with_hold_a_closed_stdin_does_not_end_the_hold_and_sigterm_does() {
+    let srv = Server::start(&["echo"], &[]);
+    let mut bench = Command::new(BIN)
+        .args(["bench", "idle", &srv.addr("echo").to_string(), "-c", "20", "--hold", "60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(bench.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    assert!(line.contains("\"established\":20"), "{line}");
+    thread::sleep(Duration::from_millis(500));
+    assert!(bench.try_wait().unwrap().is_none(), "the hold ended early");
+    Command::new("kill").args(["-TERM", &bench.id().to_string()]).status().unwrap();
+    assert!(wait_until(Duration::from_secs(5), || bench.try_wait().unwrap().is_some()), "SIGTERM did not end it");
+    assert!(bench.wait().unwrap().success());
+}
