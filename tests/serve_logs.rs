@@ -24,7 +24,16 @@ fn serve(extra: &[&str], names: &[&str]) -> (Child, HashMap<String, SocketAddr>,
 
 /// `wireloop ARGS` with no RUST_LOG; waits for `expect` listening lines.
 fn spawn(args: &[String], expect: usize) -> (Child, HashMap<String, SocketAddr>, thread::JoinHandle<String>) {
-    let mut child = Command::new(BIN)
+    spawn_cmd(Command::new(BIN), args, expect)
+}
+
+/// `cmd ARGS` (a `wireloop`, or `prlimit … wireloop`), as [`spawn`] runs it.
+fn spawn_cmd(
+    mut cmd: Command,
+    args: &[String],
+    expect: usize,
+) -> (Child, HashMap<String, SocketAddr>, thread::JoinHandle<String>) {
+    let mut child = cmd
         .args(args)
         .env_remove("RUST_LOG")
         .stdin(Stdio::null())
@@ -116,4 +125,25 @@ fn json_log_lines_are_one_object_each() {
             assert!(v[k].is_string(), "{k} missing in {l}");
         }
     }
+}
+
+#[test]
+fn start_up_logs_the_open_file_limit_and_the_connections_it_sizes_from_it() {
+    // Soft limit 1000, hard 3000: serve raises the soft one to 3000 and, with
+    // no --max-connections, allows 3000 - 256 connections; a larger explicit
+    // value is lowered to the same.
+    for (extra, want) in [(&[][..], "up to 2744 connections"), (&["--max-connections", "5000"][..], "up to 2744")] {
+        let mut cmd = Command::new("prlimit");
+        cmd.arg("--nofile=1000:3000").arg(BIN);
+        let (child, _addrs, reader) = spawn_cmd(cmd, &util::serve_args(&["echo"], extra), 1);
+        let log = stop(child, reader);
+        let line = log.lines().find(|l| l.contains("open-file limit 3000")).unwrap_or_else(|| panic!("{log}"));
+        assert!(line.contains("(raised from 1000)") && line.contains(want), "{line}");
+    }
+    // Explicit and within the limit: kept as given.
+    let mut cmd = Command::new("prlimit");
+    cmd.arg("--nofile=3000:3000").arg(BIN);
+    let (child, _addrs, reader) = spawn_cmd(cmd, &util::serve_args(&["echo"], &["--max-connections", "7"]), 1);
+    let log = stop(child, reader);
+    assert!(log.contains("open-file limit 3000; up to 7 connections"), "{log}");
 }

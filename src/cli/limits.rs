@@ -1,7 +1,8 @@
 //! `serve` flags for the loop's limits, each with a safe default and checked
 //! at parse ([`super::values`]: durations up to a year, sizes up to 1 PiB),
-//! and the start-up adjustment of the open-file limit. docs/limits.md lists
-//! them.
+//! and the start-up adjustment of the open-file limit: the soft limit is
+//! raised to the hard one and `--max-connections` defaults to what it allows
+//! (both logged at start). docs/limits.md lists them.
 
 use std::time::Duration;
 
@@ -29,9 +30,9 @@ pub struct LimitArgs {
     /// Close a client whose unsent replies still exceed this (it is not reading).
     #[arg(long, value_name = "BYTES", default_value_t = 64 * 1024 * 1024, value_parser = values::bytes_usize)]
     max_output: usize,
-    /// Connections at once (lowered to fit the open-file limit); more get an error line.
-    #[arg(long, value_name = "N", default_value_t = 10_000)]
-    max_connections: usize,
+    /// Connections at once [default: the open-file limit minus 256] (lowered to fit it); more get an error line.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
     /// A message that has begun must be complete within this many seconds (at most a year).
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = values::secs)]
     message_timeout: Duration,
@@ -52,14 +53,18 @@ impl LimitArgs {
         if self.low_water > self.high_water {
             return Err("--low-water must not exceed --high-water".into());
         }
-        let nofile = raise_fd_limit();
+        let (from, nofile) = raise_fd_limit();
         let fit = usize::try_from(nofile.saturating_sub(FD_HEADROOM).max(16)).unwrap_or(usize::MAX);
-        let max_connections = if self.max_connections > fit {
-            warn!("--max-connections {} lowered to {fit} to fit the open-file limit of {nofile}", self.max_connections);
-            fit
-        } else {
-            self.max_connections
+        let max_connections = match self.max_connections {
+            Some(n) if n > fit => {
+                warn!("--max-connections {n} lowered to {fit} to fit the open-file limit of {nofile}");
+                fit
+            }
+            Some(n) => n,
+            None => fit,
         };
+        let raised = if from < nofile { format!(" (raised from {from})") } else { String::new() };
+        info!("open-file limit {nofile}{raised}; up to {max_connections} connections");
         let cfg = Config {
             backlog: self.backlog,
             high_water: self.high_water,
@@ -77,27 +82,26 @@ impl LimitArgs {
 }
 
 /// Raises the soft limit on open files to the hard limit, so the server can
-/// hold as many connections as the system allows. Returns the soft limit now
-/// in force.
+/// hold as many connections as the system allows. Returns the soft limit
+/// found and the one now in force.
 // `rlim_t` is u64 on Linux and macOS but i64 (never negative) on FreeBSD, so
 // the cast that is a no-op here is needed there.
 #[allow(clippy::unnecessary_cast)]
-fn raise_fd_limit() -> u64 {
+pub(crate) fn raise_fd_limit() -> (u64, u64) {
     let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
     unsafe {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
+            return (1024, 1024);
         }
+        let from = lim.rlim_cur as u64;
         if lim.rlim_cur < lim.rlim_max {
-            let from = lim.rlim_cur;
             let mut raised = lim;
             raised.rlim_cur = lim.rlim_max;
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
-                info!("raised the open-file limit from {from} to {}", raised.rlim_cur);
                 lim = raised;
             }
         }
+        (from, lim.rlim_cur as u64)
     }
-    lim.rlim_cur as u64
 }

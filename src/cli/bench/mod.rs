@@ -15,12 +15,18 @@
 //! Output: requests/s, MB/s of request payload (one direction), latency p50/p90/p99/p99.9/max from
 //! an HDR histogram, client CPU; `--json` prints the same as one JSON line. A progress line is
 //! drawn on stderr when it is a terminal. `tcp.rs` and `udp.rs` hold the two drivers.
+//!
+//! `--sources N` spreads TCP connections over N loopback source addresses (127.0.0.1,
+//! 127.0.0.2, …, each bound before its connect), as one source address has only the local port
+//! range's worth of connections to one server address. `idle` (`idle.rs`) opens C echo
+//! connections, makes one round trip on each and holds them.
 
+mod idle;
 mod tcp;
 mod udp;
 
 use std::io::{self, IsTerminal, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Barrier;
@@ -40,13 +46,17 @@ pub enum Target {
     Framed,
     /// UDP uppercase echo (default 127.0.0.1:8081).
     UdpEcho,
+    /// TCP echo connections, one round trip each, then held idle (default 127.0.0.1:8080); prints
+    /// one JSON line once all are established.
+    Idle,
 }
 
 #[derive(Debug, Args)]
 #[command(after_help = "Examples:\n  \
     wireloop bench echo 127.0.0.1:8080 -c 50 -P 1 -s 64 -d 5\n  \
     wireloop bench framed 8084 -c 50 -P 32 -n 1000000 --json\n  \
-    wireloop bench echo 127.0.0.1:6379 --raw 'PING\\r\\n' --reply-len 7   # redis-server")]
+    wireloop bench echo 127.0.0.1:6379 --raw 'PING\\r\\n' --reply-len 7   # redis-server\n  \
+    wireloop bench idle 127.0.0.1:8080 -c 9000 --sources 2 --hold 60")]
 pub struct BenchArgs {
     /// Service to load. With `--raw` it only picks TCP (`echo`, `framed`) or UDP (`udp-echo`).
     #[arg(value_enum)]
@@ -69,6 +79,14 @@ pub struct BenchArgs {
     /// Stop after this many seconds (at most a year).
     #[arg(short = 'd', long = "duration", value_name = "SECS", default_value = "10", value_parser = values::positive_secs)]
     duration: Duration,
+    /// TCP: spread the connections over this many loopback source addresses (127.0.0.1, 127.0.0.2, …;
+    /// the server must be on 127.0.0.0/8), each with its own range of local ports.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = |s: &str| count(s, MAX_SOURCES))]
+    sources: usize,
+    /// idle: hold the connections this many seconds (default: until stdin closes); SIGTERM or
+    /// SIGINT also ends the hold.
+    #[arg(long, value_name = "SECS", value_parser = values::positive_secs)]
+    hold: Option<Duration>,
     /// Client threads, each its own mio loop with a share of the connections.
     #[arg(short = 't', long = "threads", default_value_t = 1)]
     threads: usize,
@@ -91,6 +109,60 @@ const MAX_MESSAGE: usize = 16 * 1024 * 1024;
 
 /// The most requests a connection keeps in flight (each holds a timestamp).
 const MAX_PIPELINE: usize = 65_536;
+
+/// The most loopback source addresses (127.0.0.1 to 127.0.0.250).
+const MAX_SOURCES: usize = 250;
+
+/// The source address connection `i` binds before connecting with `--sources N` (N > 1): 127.0.0.1
+/// to 127.0.0.N in turn. `None` (let the kernel choose) with one source.
+fn source_ip(sources: usize, i: usize) -> Option<Ipv4Addr> {
+    if sources <= 1 {
+        return None;
+    }
+    let k = u8::try_from(1 + i % sources).unwrap_or(1);
+    Some(Ipv4Addr::new(127, 0, 0, k))
+}
+
+/// A blocking TCP connection to `addr`, from `source` (any port) if given, within `timeout` if
+/// given. On Linux the port is picked at connect (`IP_BIND_ADDRESS_NO_PORT`), so a source address
+/// serves one connection per local port and server address, not one per local port in all.
+pub(crate) fn connect_from(
+    addr: SocketAddr,
+    source: Option<Ipv4Addr>,
+    timeout: Option<Duration>,
+) -> io::Result<std::net::TcpStream> {
+    let Some(ip) = source else {
+        return match timeout {
+            Some(t) => std::net::TcpStream::connect_timeout(&addr, t),
+            None => std::net::TcpStream::connect(addr),
+        };
+    };
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let one: libc::c_int = 1;
+        // SAFETY: setsockopt reads an int from the pointer we pass, of the size we pass.
+        let r = unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&one as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    s.bind(&SocketAddr::from((ip, 0)).into())?;
+    match timeout {
+        Some(t) => s.connect_timeout(&addr.into(), t)?,
+        None => s.connect(&addr.into())?,
+    }
+    Ok(s.into())
+}
 
 /// A request or reply size: 0 to [`MAX_MESSAGE`] bytes.
 fn message_size(s: &str) -> Result<usize, String> {
@@ -237,7 +309,7 @@ fn plan(args: &BenchArgs) -> Result<Plan, String> {
     let payload: Vec<u8> = (0..args.size).map(|i| b'a' + (i % 26) as u8).collect();
     let upper = payload.to_ascii_uppercase();
     Ok(match args.target {
-        Target::Echo | Target::UdpEcho => {
+        Target::Echo | Target::UdpEcho | Target::Idle => {
             if payload.is_empty() {
                 return Err("-s must be at least 1 for echo".into());
             }
@@ -272,15 +344,27 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
         Some(p) => p.udp(),
         None => {
             let port = match args.target {
-                Target::Echo => 8080,
+                Target::Echo | Target::Idle => 8080,
                 Target::Framed => 8084,
                 Target::UdpEcho => 8081,
             };
             SocketAddr::from(([127, 0, 0, 1], port))
         }
     };
-    if args.tls.enabled() && args.target == Target::UdpEcho {
-        return Err("--tls is for the TCP targets".into());
+    if args.tls.enabled() && matches!(args.target, Target::UdpEcho | Target::Idle) {
+        return Err("--tls is for the echo and framed targets".into());
+    }
+    if args.sources > 1 {
+        let loopback = matches!(addr, SocketAddr::V4(a) if a.ip().is_loopback());
+        if args.target == Target::UdpEcho || !loopback {
+            return Err("--sources spreads TCP connections over 127.0.0.x: the server must be on 127.0.0.0/8".into());
+        }
+    }
+    if args.hold.is_some() && args.target != Target::Idle {
+        return Err("--hold is for `bench idle`".into());
+    }
+    if args.target == Target::Idle {
+        return idle::run(&args, addr, &plan);
     }
     let default_peer = Peer::loopback(addr.port());
     let tls = args.tls.session(args.addr.as_ref().unwrap_or(&default_peer))?;
@@ -299,8 +383,17 @@ pub fn run(args: BenchArgs) -> Result<ExitCode, String> {
             .map(|t| {
                 let n = args.conns / threads + usize::from(t < args.conns % threads);
                 let (plan, shared, tls) = (&plan, &shared, &tls);
+                // Each thread's connections take the source addresses from where the last one's stopped.
+                let first = (0..t).map(|u| args.conns / threads + usize::from(u < args.conns % threads)).sum::<usize>();
+                let from = (args.sources, first);
                 s.spawn(
-                    move || if udp { udp::run(addr, n, plan, shared) } else { tcp::run(addr, n, plan, shared, tls) },
+                    move || {
+                        if udp {
+                            udp::run(addr, n, plan, shared)
+                        } else {
+                            tcp::run(addr, n, from, plan, shared, tls)
+                        }
+                    },
                 )
             })
             .collect();
@@ -349,6 +442,7 @@ fn report(
         Target::Echo => "echo",
         Target::Framed => "framed",
         Target::UdpEcho => "udp-echo",
+        Target::Idle => "idle",
     };
     let mut out = io::stdout().lock();
     let w = if args.json {

@@ -142,10 +142,22 @@ fn tls_read(tls: &mut ClientConnection, sock: &mut TcpStream, buf: &mut [u8]) ->
     }
 }
 
-fn connect(addr: SocketAddr, n: usize, plan: &Plan, poll: &Poll, setup: &TlsSetup) -> Result<Vec<Conn>, String> {
+/// `(sources, first)`: `--sources`, and the index of this thread's first connection among all.
+type Sources = (usize, usize);
+
+fn connect(
+    addr: SocketAddr,
+    n: usize,
+    (sources, first): Sources,
+    plan: &Plan,
+    poll: &Poll,
+    setup: &TlsSetup,
+) -> Result<Vec<Conn>, String> {
     (0..n)
         .map(|i| {
-            let mut std = std::net::TcpStream::connect(addr).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+            let source = super::source_ip(sources, first + i);
+            let mut std =
+                super::connect_from(addr, source, None).map_err(|e| format!("cannot connect to {addr}: {e}"))?;
             let tls = match setup {
                 Some((cfg, name)) => {
                     let mut c = ClientConnection::new(cfg.clone(), name.clone()).map_err(|e| e.to_string())?;
@@ -169,8 +181,17 @@ fn connect(addr: SocketAddr, n: usize, plan: &Plan, poll: &Poll, setup: &TlsSetu
 }
 
 /// Drives `n` connections to `addr` until the deadline or the request budget is spent.
-pub(super) fn run(addr: SocketAddr, n: usize, plan: &Plan, shared: &Shared, tls: &TlsSetup) -> Result<Outcome, String> {
-    let setup = Poll::new().map_err(|e| e.to_string()).and_then(|poll| Ok((connect(addr, n, plan, &poll, tls)?, poll)));
+pub(super) fn run(
+    addr: SocketAddr,
+    n: usize,
+    sources: Sources,
+    plan: &Plan,
+    shared: &Shared,
+    tls: &TlsSetup,
+) -> Result<Outcome, String> {
+    let setup = Poll::new()
+        .map_err(|e| e.to_string())
+        .and_then(|poll| Ok((connect(addr, n, sources, plan, &poll, tls)?, poll)));
     shared.start.wait();
     let (mut conns, mut poll) = setup?;
     let deadline = Instant::now() + shared.duration;

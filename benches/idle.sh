@@ -1,0 +1,230 @@
+#!/usr/bin/env bash
+# Idle connections on one loop, up to the machine's ceiling: `wireloop serve --only echo` against
+# the tokio current-thread peer (`benches/peer_tokio.rs echo-ct`) and the bare epoll floor
+# (`benches/peer_floor.rs tcp`), in one run, for each size C:
+#
+#   1. baseline: 50 active ping-pong connections on a fresh server (`wireloop bench echo -c 50 -P 1
+#      -d DUR --json`): p99 and server CPU per request; then, once they are closed, its VmRSS and
+#      descriptors (so buffers the first requests allocate are in the baseline, not the growth);
+#   2. C idle connections (`wireloop bench idle --sources 2`, several client processes of at most
+#      PER_PROC each, one after another): connections accepted and answered per second, then the
+#      server's RSS growth per connection once they are all held;
+#   3. the same 50 active connections again, with the C held;
+#   4. close-all: an active run starts, and 1 s in every idle client is killed at once; the
+#      server's descriptors and RSS are sampled every 5 ms until they are back near the baseline
+#      (descriptors: baseline + the 50 active + 2; RSS: within 10% of the growth, or 64 KiB,
+#      above it), for at most SETTLE seconds; the active run's slowest request says whether the
+#      close stalled it (target: none above 50 ms).
+#
+# The server runs on cpu 0, every client on cpu 1 (`taskset`). Loopback only. Every run is
+# bounded: connects time out after 5 s, replies after 10 s, active runs last DUR s, clients hold
+# for at most HOLD s and are killed after it.
+#
+#   benches/idle.sh                              # C = 1000 5000 10000 and the ceiling, DUR=5
+#   SIZES="1000 5000" DUR=3 benches/idle.sh
+#   TARGETS=wireloop SIZES=19680 benches/idle.sh
+#
+# The ceiling: these machines cap a process at 20,000 open files. `serve` keeps 256 for itself and
+# allows 19,744 connections; 64 of those stay for the active connections and the address probes,
+# so CEIL defaults to the hard limit less 320. Output: a markdown table on stdout, pass/miss lines;
+# raw JSON lines in target/idle/runs.jsonl.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ulimit -n "$(ulimit -Hn)"
+HARD=$(ulimit -Hn)
+CEIL=${CEIL:-$((HARD - 320))}
+export SIZES=${SIZES:-"1000 5000 10000 $CEIL"}
+export TARGETS=${TARGETS:-"wireloop tokio floor"}
+export DUR=${DUR:-5} PER_PROC=${PER_PROC:-9000} SOURCES=${SOURCES:-2} HOLD=${HOLD:-300} SETTLE=${SETTLE:-10}
+export SRV_CPU=${SRV_CPU:-0} CLI_CPU=${CLI_CPU:-1}
+OUT=target/idle
+mkdir -p "$OUT"
+export OUT
+cargo build --release --bin wireloop >&2
+# shellcheck source=benches/lib.sh
+. benches/lib.sh
+PEER=$(bench_bin peer_tokio)
+FLOOR=$(bench_bin peer_floor)
+[ -x "$PEER" ] && [ -x "$FLOOR" ] || { echo "idle: cannot find the peer_tokio or peer_floor binary" >&2; exit 1; }
+export PEER FLOOR WL=target/release/wireloop
+echo "idle: load before: $(uptime)" >&2
+
+# The orchestration samples the server every 5 ms during close-all: it runs on the clients' cpu.
+taskset -c "$CLI_CPU" python3 - <<'PY'
+import json, os, signal, subprocess, sys, time
+
+OUT, WL, PEER, FLOOR = os.environ["OUT"], os.environ["WL"], os.environ["PEER"], os.environ["FLOOR"]
+SIZES = [int(s) for s in os.environ["SIZES"].split()]
+TARGETS = os.environ["TARGETS"].split()
+DUR, PER_PROC, SOURCES = os.environ["DUR"], int(os.environ["PER_PROC"]), os.environ["SOURCES"]
+HOLD, SETTLE = os.environ["HOLD"], float(os.environ["SETTLE"])
+SRV, CLI = os.environ["SRV_CPU"], os.environ["CLI_CPU"]
+TCK = os.sysconf("SC_CLK_TCK")
+runs = open(f"{OUT}/runs.jsonl", "w")
+procs = []  # everything started, killed at exit
+
+
+def log(*a):
+    print("idle:", *a, file=sys.stderr, flush=True)
+
+
+def rss(pid):
+    for l in open(f"/proc/{pid}/status"):
+        if l.startswith("VmRSS"):
+            return int(l.split()[1]) * 1024
+
+
+def fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def cpu_ticks(pid):
+    f = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return int(f[11]) + int(f[12])
+
+
+def start_server(target):
+    cmd = {"wireloop": [WL, "serve", "--only", "echo", "--echo", "127.0.0.1:0"],
+           "tokio": [PEER, "echo-ct", "127.0.0.1:0"], "floor": [FLOOR, "tcp", "127.0.0.1:0"]}[target]
+    p = subprocess.Popen(["taskset", "-c", SRV] + cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    procs.append(p)
+    for line in p.stdout:
+        if "listening" in line:
+            return p, line.split()[-1]
+    raise SystemExit(f"{target} did not start")
+
+
+def active(addr, pid):
+    t0 = cpu_ticks(pid)
+    out = subprocess.run(["taskset", "-c", CLI, WL, "bench", "echo", addr, "-c", "50", "-P", "1", "-d", DUR, "--json"],
+                         capture_output=True, text=True, timeout=float(DUR) + 60)
+    t1 = cpu_ticks(pid)
+    j = json.loads(out.stdout)
+    j["server_cpu_us_per_req"] = 1e6 * (t1 - t0) / TCK / max(j["requests"], 1)
+    return j
+
+
+def open_idle(addr, c):
+    """C idle connections from client processes of at most PER_PROC, one after another."""
+    clients, lines, left = [], [], c
+    while left > 0:
+        n = min(left, PER_PROC)
+        p = subprocess.Popen(["taskset", "-c", CLI, WL, "bench", "idle", addr, "-c", str(n), "--sources", SOURCES,
+                              "--hold", HOLD], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        procs.append(p)
+        clients.append(p)
+        line = p.stdout.readline()
+        if not line:
+            raise SystemExit(f"bench idle -c {n} printed nothing (exit {p.wait()})")
+        lines.append(json.loads(line))
+        left -= n
+    return clients, lines
+
+
+def one(target, c):
+    srv, addr = start_server(target)
+    time.sleep(0.3)
+    none = active(addr, srv.pid)
+    time.sleep(0.5)
+    base_rss, base_fds = rss(srv.pid), fds(srv.pid)
+    clients, idle = open_idle(addr, c)
+    est = sum(j["established"] for j in idle)
+    failed = sum(j["failed"] for j in idle)
+    secs = sum(j["seconds"] for j in idle)
+    time.sleep(1.0)
+    held_rss, held_fds = rss(srv.pid), fds(srv.pid)
+    held = active(addr, srv.pid)
+    # Close-all across an active run.
+    bg = subprocess.Popen(["taskset", "-c", CLI, WL, "bench", "echo", addr, "-c", "50", "-P", "1", "-d", "4", "--json"],
+                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    procs.append(bg)
+    time.sleep(1.0)
+    fds_before_close = fds(srv.pid)
+    t0 = time.monotonic()
+    for p in clients:
+        p.send_signal(signal.SIGKILL)
+    growth = max(held_rss - base_rss, 0)
+    rss_near = base_rss + max(growth // 10, 64 * 1024)
+    fds_near = base_fds + 50 + 2
+    fds_back = rss_back = None
+    while time.monotonic() - t0 < SETTLE and (fds_back is None or rss_back is None):
+        now = time.monotonic() - t0
+        if fds_back is None and fds(srv.pid) <= fds_near:
+            fds_back = now
+        if rss_back is None and rss(srv.pid) <= rss_near:
+            rss_back = now
+        time.sleep(0.005)
+    end_rss, end_fds = rss(srv.pid), fds(srv.pid)
+    for p in clients:
+        p.wait()
+    across = json.loads(bg.communicate(timeout=30)[0])
+    srv.kill()
+    srv.wait()
+    row = dict(target=target, conns=c, established=est, failed=failed, base_rss=base_rss, held_rss=held_rss,
+               base_fds=base_fds, held_fds=held_fds, fds_before_close=fds_before_close,
+               rss_per_conn=(held_rss - base_rss) / max(est, 1), accept_rate=est / secs if secs else 0,
+               idle_clients=idle, none=none, held=held, across=across, fds_back_s=fds_back, rss_back_s=rss_back,
+               end_rss=end_rss, end_fds=end_fds, settle_limit_s=SETTLE,
+               loadavg1=float(open("/proc/loadavg").read().split()[0]))
+    runs.write(json.dumps(row) + "\n")
+    runs.flush()
+    log(f"{target} C={c}: {est} held ({failed} failed), {row['rss_per_conn']:.0f} B/conn, "
+        f"{row['accept_rate']:.0f} conn/s; p99 {none['p99_us']:.0f} -> {held['p99_us']:.0f} us; "
+        f"close: fds back {fds_back}, rss back {rss_back}, max {across['max_us'] / 1000:.1f} ms")
+    return row
+
+
+rows = []
+try:
+    for c in SIZES:
+        for t in TARGETS:
+            rows.append(one(t, c))
+finally:
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+ms = lambda s: "—" if s is None else f"{s * 1000:.0f} ms"
+print("| C | server | held | B per idle conn | accepted/s | p99 µs none → held (×) | CPU µs/req none → held (×) "
+      "| close-all: fds back | RSS back (end − base) | active max µs during close (none held) |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+for r in rows:
+    n, h = r["none"], r["held"]
+    print(f"| {r['conns']:,} | {r['target']} | {r['established']:,}{' (' + str(r['failed']) + ' failed)' if r['failed'] else ''} "
+          f"| {r['rss_per_conn']:,.0f} | {r['accept_rate']:,.0f} "
+          f"| {n['p99_us']:,.0f} → {h['p99_us']:,.0f} ({h['p99_us'] / n['p99_us']:.2f}×) "
+          f"| {n['server_cpu_us_per_req']:.2f} → {h['server_cpu_us_per_req']:.2f} "
+          f"({h['server_cpu_us_per_req'] / n['server_cpu_us_per_req']:.2f}×) "
+          f"| {ms(r['fds_back_s'])} | {ms(r['rss_back_s'])} ({(r['end_rss'] - r['base_rss']) / 1024:,.0f} KiB) "
+          f"| {r['across']['max_us']:,.0f} ({n['max_us']:,.0f}) |")
+print()
+by = {(r["target"], r["conns"]): r for r in rows}
+for peer in ("tokio", "floor"):
+    print(f"wireloop / {peer} in the same run (B per idle conn, accepted/s, held p99, held CPU/req):")
+    for c in SIZES:
+        w, t = by.get(("wireloop", c)), by.get((peer, c))
+        if w and t:
+            mem = f"{w['rss_per_conn'] / t['rss_per_conn']:.4f}x" if t["rss_per_conn"] > 0 else "— (no growth)"
+            print(f"  C={c:,}: {mem}, "
+                  f"{w['accept_rate'] / t['accept_rate']:.2f}x, {w['held']['p99_us'] / t['held']['p99_us']:.2f}x, "
+                  f"{w['held']['server_cpu_us_per_req'] / max(t['held']['server_cpu_us_per_req'], 1e-9):.2f}x")
+verdict = lambda ok: "pass" if ok else "miss"
+print()
+print("targets (wireloop):")
+ceil = max(SIZES)
+w = by.get(("wireloop", ceil))
+if w:
+    print(f"  idle memory at C={ceil:,}: {w['rss_per_conn']:.0f} B per connection (want <= 512): "
+          f"{verdict(w['rss_per_conn'] <= 512 and w['failed'] == 0)}")
+for c in SIZES:
+    w = by.get(("wireloop", c))
+    if not w:
+        continue
+    p = w["held"]["p99_us"] / w["none"]["p99_us"]
+    q = w["held"]["server_cpu_us_per_req"] / w["none"]["server_cpu_us_per_req"]
+    stall = w["across"]["max_us"] / 1000
+    print(f"  C={c:,}: active p99 {p:.2f}x, CPU/req {q:.2f}x with the idle held (want <= 1.2x): {verdict(p <= 1.2 and q <= 1.2)}; "
+          f"slowest active request across close-all {stall:.1f} ms (want <= 50): {verdict(stall <= 50)}; "
+          f"back to baseline: fds {ms(w['fds_back_s'])}, RSS {ms(w['rss_back_s'])}")
+PY
