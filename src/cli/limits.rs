@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use clap::Args;
-use log::{info, warn};
+use log::warn;
 use wireloop::Config;
 
 use super::values;
@@ -48,8 +48,10 @@ pub struct LimitArgs {
 }
 
 impl LimitArgs {
-    /// The loop's settings, and the shutdown grace period.
-    pub fn config(&self) -> Result<(Config, Duration), String> {
+    /// The loop's settings, the shutdown grace period, and the line to log
+    /// once the server is up (the open-file limit and the connections it
+    /// allows: logged then, so a start-up error stays a one-line error).
+    pub fn config(&self) -> Result<(Config, Duration, String), String> {
         if self.low_water > self.high_water {
             return Err("--low-water must not exceed --high-water".into());
         }
@@ -64,7 +66,7 @@ impl LimitArgs {
             None => fit,
         };
         let raised = if from < nofile { format!(" (raised from {from})") } else { String::new() };
-        info!("open-file limit {nofile}{raised}; up to {max_connections} connections");
+        let note = format!("open-file limit {nofile}{raised}; up to {max_connections} connections");
         let cfg = Config {
             backlog: self.backlog,
             high_water: self.high_water,
@@ -77,7 +79,7 @@ impl LimitArgs {
             send_timeout: self.send_timeout,
             ..Config::default()
         };
-        Ok((cfg, self.grace))
+        Ok((cfg, self.grace, note))
     }
 }
 

@@ -284,7 +284,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
             return Ok(ExitCode::from(2));
         }
     };
-    let (cfg, grace) = args.limits.config()?;
+    let (cfg, grace, limits_note) = args.limits.config()?;
     let workers = args.workers.max(1);
     // Handlers first: a signal sent as soon as the listening lines appear
     // must find them installed.
@@ -332,6 +332,7 @@ pub fn run(args: ServeArgs) -> Result<ExitCode, String> {
     }
     stdout.flush().map_err(|e| e.to_string())?;
     drop(stdout);
+    info!("{limits_note}");
     let mut failed = None;
     for join in joins {
         match join.join() {
