@@ -19,6 +19,11 @@
 //!    handler stops taking requests then too ([`Context::over_high_water`]),
 //!    and gets the rest once the output has drained.
 //!
+//! Any stream connection, accepted or outbound, may run over TLS (the `tls`
+//! feature: `Loop::listen_tls`, `Loop::connect_tls`): a rustls session
+//! sits between the socket and the two buffers, and the handler still reads
+//! and writes plaintext.
+//!
 //! Every callback gets the loop, and through it the program's shared state
 //! `S` ([`EventLoop::with_state`], [`Loop::state_mut`]): handlers share
 //! state without `Rc<RefCell<…>>`.

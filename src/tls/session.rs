@@ -69,32 +69,19 @@ mod imp {
 
     impl Tls {
         pub(crate) fn server(cfg: &ServerSide) -> io::Result<Tls> {
-            let mut conn = rustls::ServerConnection::new(cfg.clone()).map_err(io::Error::other)?;
-            conn.set_buffer_limit(Some(SEND_LIMIT));
-            Ok(Tls {
-                conn: conn.into(),
-                close_notify_queued: false,
-                cipher: Vec::new(),
-                cipher_at: 0,
-                short: false,
-                eof: false,
-            })
+            rustls::ServerConnection::new(cfg.clone()).map(|c| Tls::over(c.into())).map_err(io::Error::other)
         }
 
         pub(crate) fn client(
             cfg: Arc<rustls::ClientConfig>,
             name: rustls::pki_types::ServerName<'static>,
         ) -> io::Result<Tls> {
-            let mut conn = rustls::ClientConnection::new(cfg, name).map_err(io::Error::other)?;
+            rustls::ClientConnection::new(cfg, name).map(|c| Tls::over(c.into())).map_err(io::Error::other)
+        }
+
+        fn over(mut conn: rustls::Connection) -> Tls {
             conn.set_buffer_limit(Some(SEND_LIMIT));
-            Ok(Tls {
-                conn: conn.into(),
-                close_notify_queued: false,
-                cipher: Vec::new(),
-                cipher_at: 0,
-                short: false,
-                eof: false,
-            })
+            Tls { conn, close_notify_queued: false, cipher: Vec::new(), cipher_at: 0, short: false, eof: false }
         }
 
         pub(crate) fn is_handshaking(&self) -> bool {
