@@ -21,13 +21,17 @@
 # for at most HOLD s and are killed after it.
 #
 #   benches/idle.sh                              # C = 1000 5000 10000 and the ceiling, DUR=5
+#   ROUNDS=5 DUR=3 benches/idle.sh               # each (C, server) five times, rounds interleaved
 #   SIZES="1000 5000" DUR=3 benches/idle.sh
 #   TARGETS=wireloop SIZES=19680 benches/idle.sh
 #
 # The ceiling: these machines cap a process at 20,000 open files. `serve` keeps 256 for itself and
 # allows 19,744 connections; 64 of those stay for the active connections and the address probes,
-# so CEIL defaults to the hard limit less 320. Output: a markdown table on stdout, pass/miss lines;
-# raw JSON lines in target/idle/runs.jsonl.
+# so CEIL defaults to the hard limit less 320. ROUNDS (default 1) repeats every (C, server) on a
+# fresh server, round by round (round 1 of every pair, then round 2, ...), so slow drifts of the
+# machine fall on every server alike; the table shows medians, and for the with/without ratios the
+# median of the rounds' ratios with their range. Output: a markdown table on stdout, pass/miss
+# lines; raw JSON lines (one per round) in target/idle/runs.jsonl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ulimit -n "$(ulimit -Hn)"
@@ -35,7 +39,7 @@ HARD=$(ulimit -Hn)
 CEIL=${CEIL:-$((HARD - 320))}
 export SIZES=${SIZES:-"1000 5000 10000 $CEIL"}
 export TARGETS=${TARGETS:-"wireloop tokio floor"}
-export DUR=${DUR:-5} PER_PROC=${PER_PROC:-9000} SOURCES=${SOURCES:-2} HOLD=${HOLD:-300} SETTLE=${SETTLE:-10}
+export DUR=${DUR:-5} ROUNDS=${ROUNDS:-1} PER_PROC=${PER_PROC:-9000} SOURCES=${SOURCES:-2} HOLD=${HOLD:-300} SETTLE=${SETTLE:-10}
 export SRV_CPU=${SRV_CPU:-0} CLI_CPU=${CLI_CPU:-1}
 OUT=target/idle
 mkdir -p "$OUT"
@@ -51,12 +55,13 @@ echo "idle: load before: $(uptime)" >&2
 
 # The orchestration samples the server every 5 ms during close-all: it runs on the clients' cpu.
 taskset -c "$CLI_CPU" python3 - <<'PY'
-import json, os, signal, subprocess, sys, time
+import json, os, signal, statistics as st, subprocess, sys, time
 
 OUT, WL, PEER, FLOOR = os.environ["OUT"], os.environ["WL"], os.environ["PEER"], os.environ["FLOOR"]
 SIZES = [int(s) for s in os.environ["SIZES"].split()]
 TARGETS = os.environ["TARGETS"].split()
 DUR, PER_PROC, SOURCES = os.environ["DUR"], int(os.environ["PER_PROC"]), os.environ["SOURCES"]
+ROUNDS = int(os.environ["ROUNDS"])
 HOLD, SETTLE = os.environ["HOLD"], float(os.environ["SETTLE"])
 SRV, CLI = os.environ["SRV_CPU"], os.environ["CLI_CPU"]
 TCK = os.sysconf("SC_CLK_TCK")
@@ -84,14 +89,49 @@ def cpu_ticks(pid):
 
 
 def start_server(target):
-    cmd = {"wireloop": [WL, "serve", "--only", "echo", "--echo", "127.0.0.1:0"],
+    cmd = {"wireloop": [WL, "serve", "--only", "echo", "--echo", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
            "tokio": [PEER, "echo-ct", "127.0.0.1:0"], "floor": [FLOOR, "tcp", "127.0.0.1:0"]}[target]
     p = subprocess.Popen(["taskset", "-c", SRV] + cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     procs.append(p)
+    addr = None
     for line in p.stdout:
-        if "listening" in line:
-            return p, line.split()[-1]
+        if "listening metrics" in line:
+            return p, addr, line.split()[-1]
+        if "listening" in line and addr is None:
+            addr = line.split()[-1]
+            if target != "wireloop":
+                return p, addr, None
     raise SystemExit(f"{target} did not start")
+
+
+def passes(metrics):
+    """wireloop's pass-time histogram: {bound in seconds: passes (cumulative)}, plus the sum."""
+    if metrics is None:
+        return None
+    import urllib.request
+    body = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode()
+    h = {}
+    for l in body.splitlines():
+        if l.startswith("wireloop_loop_pass_duration_seconds_bucket"):
+            le = l.split('le="')[1].split('"')[0]
+            h[le] = int(l.split()[-1])
+        elif l.startswith("wireloop_loop_pass_duration_seconds_sum"):
+            h["sum"] = float(l.split()[-1])
+    return h
+
+
+def pass_diff(a, b):
+    """The passes between two scrapes: count, total ms, and the bound of the slowest one."""
+    if a is None or b is None:
+        return None
+    les = [k for k in b if k != "sum"]
+    slowest = None
+    for le in les:  # cumulative: the slowest pass is in the first bucket that holds all of them
+        if b[le] - a.get(le, 0) == b["+Inf"] - a["+Inf"]:
+            slowest = le
+            break
+    return dict(passes=b["+Inf"] - a["+Inf"], ms=1000 * (b["sum"] - a["sum"]), slowest_le=slowest,
+                over_2500us=(b["+Inf"] - a["+Inf"]) - (b.get("0.0025", 0) - a.get("0.0025", 0)))
 
 
 def active(addr, pid):
@@ -121,8 +161,8 @@ def open_idle(addr, c):
     return clients, lines
 
 
-def one(target, c):
-    srv, addr = start_server(target)
+def one(target, c, rnd):
+    srv, addr, metrics = start_server(target)
     time.sleep(0.3)
     none = active(addr, srv.pid)
     time.sleep(0.5)
@@ -140,6 +180,7 @@ def one(target, c):
     procs.append(bg)
     time.sleep(1.0)
     fds_before_close = fds(srv.pid)
+    before_close = passes(metrics)
     t0 = time.monotonic()
     for p in clients:
         p.send_signal(signal.SIGKILL)
@@ -155,30 +196,32 @@ def one(target, c):
             rss_back = now
         time.sleep(0.005)
     end_rss, end_fds = rss(srv.pid), fds(srv.pid)
+    close_passes = pass_diff(before_close, passes(metrics))
     for p in clients:
         p.wait()
     across = json.loads(bg.communicate(timeout=30)[0])
     srv.kill()
     srv.wait()
-    row = dict(target=target, conns=c, established=est, failed=failed, base_rss=base_rss, held_rss=held_rss,
+    row = dict(target=target, conns=c, round=rnd, established=est, failed=failed, base_rss=base_rss, held_rss=held_rss,
                base_fds=base_fds, held_fds=held_fds, fds_before_close=fds_before_close,
                rss_per_conn=(held_rss - base_rss) / max(est, 1), accept_rate=est / secs if secs else 0,
                idle_clients=idle, none=none, held=held, across=across, fds_back_s=fds_back, rss_back_s=rss_back,
-               end_rss=end_rss, end_fds=end_fds, settle_limit_s=SETTLE,
+               end_rss=end_rss, end_fds=end_fds, close_passes=close_passes, settle_limit_s=SETTLE,
                loadavg1=float(open("/proc/loadavg").read().split()[0]))
     runs.write(json.dumps(row) + "\n")
     runs.flush()
-    log(f"{target} C={c}: {est} held ({failed} failed), {row['rss_per_conn']:.0f} B/conn, "
+    log(f"round {rnd}: {target} C={c}: {est} held ({failed} failed), {row['rss_per_conn']:.0f} B/conn, "
         f"{row['accept_rate']:.0f} conn/s; p99 {none['p99_us']:.0f} -> {held['p99_us']:.0f} us; "
-        f"close: fds back {fds_back}, rss back {rss_back}, max {across['max_us'] / 1000:.1f} ms")
+        f"close: fds back {fds_back}, rss back {rss_back}, max {across['max_us'] / 1000:.1f} ms; passes {close_passes}")
     return row
 
 
 rows = []
 try:
-    for c in SIZES:
-        for t in TARGETS:
-            rows.append(one(t, c))
+    for rnd in range(1, ROUNDS + 1):
+        for c in SIZES:
+            for t in TARGETS:
+                rows.append(one(t, c, rnd))
 finally:
     for p in procs:
         if p.poll() is None:
@@ -186,45 +229,82 @@ finally:
             p.wait()
 
 ms = lambda s: "—" if s is None else f"{s * 1000:.0f} ms"
-print("| C | server | held | B per idle conn | accepted/s | p99 µs none → held (×) | CPU µs/req none → held (×) "
-      "| close-all: fds back | RSS back (end − base) | active max µs during close (none held) |")
-print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+med = lambda xs: st.median(xs) if xs else None
+p99r = lambda r: r["held"]["p99_us"] / r["none"]["p99_us"]
+cpur = lambda r: r["held"]["server_cpu_us_per_req"] / r["none"]["server_cpu_us_per_req"]
+stall = lambda r: r["across"]["max_us"] / 1000
+
+
+def spread(rs, f):
+    """The median of f over the rounds, and its range when there are several."""
+    xs = [f(r) for r in rs]
+    m = med(xs)
+    return f"{m:.2f}×" if len(xs) == 1 else f"{m:.2f}× ({min(xs):.2f}–{max(xs):.2f})"
+
+
+groups = {}
 for r in rows:
-    n, h = r["none"], r["held"]
-    print(f"| {r['conns']:,} | {r['target']} | {r['established']:,}{' (' + str(r['failed']) + ' failed)' if r['failed'] else ''} "
-          f"| {r['rss_per_conn']:,.0f} | {r['accept_rate']:,.0f} "
-          f"| {n['p99_us']:,.0f} → {h['p99_us']:,.0f} ({h['p99_us'] / n['p99_us']:.2f}×) "
-          f"| {n['server_cpu_us_per_req']:.2f} → {h['server_cpu_us_per_req']:.2f} "
-          f"({h['server_cpu_us_per_req'] / n['server_cpu_us_per_req']:.2f}×) "
-          f"| {ms(r['fds_back_s'])} | {ms(r['rss_back_s'])} ({(r['end_rss'] - r['base_rss']) / 1024:,.0f} KiB) "
-          f"| {r['across']['max_us']:,.0f} ({n['max_us']:,.0f}) |")
+    groups.setdefault((r["target"], r["conns"]), []).append(r)
+print(f"{ROUNDS} round(s); medians over the rounds, ranges in brackets.")
 print()
-by = {(r["target"], r["conns"]): r for r in rows}
+print("| C | server | held | B per idle conn | accepted/s | p99 µs none → held | held/none p99 | CPU µs/req none → held "
+      "| held/none CPU | close-all: fds back | RSS back (end − base) | slowest active request across close-all, ms "
+      "| loop passes > 2.5 ms across close-all |")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for c in SIZES:
+    for t in TARGETS:
+        rs = groups.get((t, c), [])
+        if not rs:
+            continue
+        failed = sum(r["failed"] for r in rs)
+        fb = [r["fds_back_s"] for r in rs if r["fds_back_s"] is not None]
+        rb = [r["rss_back_s"] for r in rs if r["rss_back_s"] is not None]
+        cp = [r["close_passes"]["over_2500us"] for r in rs if r.get("close_passes")]
+        st_ms = [stall(r) for r in rs]
+        print(f"| {c:,} | {t} | {med([r['established'] for r in rs]):,.0f}{' (' + str(failed) + ' failed)' if failed else ''} "
+              f"| {med([r['rss_per_conn'] for r in rs]):,.0f} | {med([r['accept_rate'] for r in rs]):,.0f} "
+              f"| {med([r['none']['p99_us'] for r in rs]):,.0f} → {med([r['held']['p99_us'] for r in rs]):,.0f} "
+              f"| {spread(rs, p99r)} "
+              f"| {med([r['none']['server_cpu_us_per_req'] for r in rs]):.2f} → {med([r['held']['server_cpu_us_per_req'] for r in rs]):.2f} "
+              f"| {spread(rs, cpur)} "
+              f"| {ms(med(fb)) if len(fb) == len(rs) else ms(med(fb)) + f' ({len(rs) - len(fb)} never)'} "
+              f"| {ms(med(rb)) if len(rb) == len(rs) else ('never' if not rb else ms(med(rb)) + f' ({len(rs) - len(rb)} never)')} "
+              f"({med([(r['end_rss'] - r['base_rss']) / 1024 for r in rs]):,.0f} KiB) "
+              f"| {med(st_ms):.1f}{'' if len(rs) == 1 else f' ({min(st_ms):.1f}–{max(st_ms):.1f})'} "
+              f"| {'—' if not cp else (str(med(cp)) if len(cp) == 1 else f'{med(cp)} ({min(cp)}–{max(cp)})')} |")
+print()
 for peer in ("tokio", "floor"):
-    print(f"wireloop / {peer} in the same run (B per idle conn, accepted/s, held p99, held CPU/req):")
+    print(f"wireloop / {peer} in the same run, medians (B per idle conn, accepted/s, held p99, held CPU/req, close-all stall):")
     for c in SIZES:
-        w, t = by.get(("wireloop", c)), by.get((peer, c))
+        w, t = groups.get(("wireloop", c)), groups.get((peer, c))
         if w and t:
-            mem = f"{w['rss_per_conn'] / t['rss_per_conn']:.4f}x" if t["rss_per_conn"] > 0 else "— (no growth)"
+            m = lambda rs, f: med([f(r) for r in rs])
+            tm = m(t, lambda r: r["rss_per_conn"])
+            mem = f"{m(w, lambda r: r['rss_per_conn']) / tm:.4f}x" if tm > 0 else "— (no growth)"
             print(f"  C={c:,}: {mem}, "
-                  f"{w['accept_rate'] / t['accept_rate']:.2f}x, {w['held']['p99_us'] / t['held']['p99_us']:.2f}x, "
-                  f"{w['held']['server_cpu_us_per_req'] / max(t['held']['server_cpu_us_per_req'], 1e-9):.2f}x")
+                  f"{m(w, lambda r: r['accept_rate']) / m(t, lambda r: r['accept_rate']):.2f}x, "
+                  f"{m(w, lambda r: r['held']['p99_us']) / m(t, lambda r: r['held']['p99_us']):.2f}x, "
+                  f"{m(w, lambda r: r['held']['server_cpu_us_per_req']) / max(m(t, lambda r: r['held']['server_cpu_us_per_req']), 1e-9):.2f}x, "
+                  f"{m(w, stall) / m(t, stall):.2f}x")
 verdict = lambda ok: "pass" if ok else "miss"
 print()
-print("targets (wireloop):")
+print("targets (wireloop; medians over the rounds):")
 ceil = max(SIZES)
-w = by.get(("wireloop", ceil))
+w = groups.get(("wireloop", ceil))
 if w:
-    print(f"  idle memory at C={ceil:,}: {w['rss_per_conn']:.0f} B per connection (want <= 512): "
-          f"{verdict(w['rss_per_conn'] <= 512 and w['failed'] == 0)}")
+    b = med([r["rss_per_conn"] for r in w])
+    print(f"  idle memory at C={ceil:,}: {b:.0f} B per connection (want <= 512): "
+          f"{verdict(b <= 512 and all(r['failed'] == 0 for r in w))}")
 for c in SIZES:
-    w = by.get(("wireloop", c))
+    w = groups.get(("wireloop", c))
     if not w:
         continue
-    p = w["held"]["p99_us"] / w["none"]["p99_us"]
-    q = w["held"]["server_cpu_us_per_req"] / w["none"]["server_cpu_us_per_req"]
-    stall = w["across"]["max_us"] / 1000
+    p, q, s_ = med([p99r(r) for r in w]), med([cpur(r) for r in w]), med([stall(r) for r in w])
+    over = sum(1 for r in w if stall(r) > 50)
+    fb = [r["fds_back_s"] for r in w if r["fds_back_s"] is not None]
+    rb = [r["rss_back_s"] for r in w if r["rss_back_s"] is not None]
     print(f"  C={c:,}: active p99 {p:.2f}x, CPU/req {q:.2f}x with the idle held (want <= 1.2x): {verdict(p <= 1.2 and q <= 1.2)}; "
-          f"slowest active request across close-all {stall:.1f} ms (want <= 50): {verdict(stall <= 50)}; "
-          f"back to baseline: fds {ms(w['fds_back_s'])}, RSS {ms(w['rss_back_s'])}")
+          f"slowest active request across close-all {s_:.1f} ms, {over} of {len(w)} rounds over 50 ms (want none): {verdict(over == 0)}; "
+          f"back to baseline: fds {ms(med(fb)) if len(fb) == len(w) else 'not always'}, "
+          f"RSS {ms(med(rb)) if len(rb) == len(w) else 'not always'}")
 PY

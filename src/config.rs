@@ -24,6 +24,10 @@ pub struct Config {
     pub max_input: usize,
     /// Listen backlog for TCP listeners.
     pub backlog: u32,
+    /// Readiness events taken from the kernel per poll (at least 1). A
+    /// pass that fills them is a sign the loop is behind: closes are then
+    /// set aside (see [`crate::CLOSE_SLICE`]).
+    pub events_per_poll: usize,
     /// UDP replies kept while the socket's send buffer is full; more are
     /// dropped and counted.
     pub udp_queue: usize,
@@ -97,6 +101,7 @@ impl Default for Config {
             batch_budget: 256,
             max_input: 16 * 1024 * 1024 + 64 * 1024,
             backlog: 1024,
+            events_per_poll: 1024,
             udp_queue: 1024,
             linger_time: Duration::from_secs(5),
             linger_bytes: 1024 * 1024,

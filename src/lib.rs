@@ -82,7 +82,7 @@ pub use deadline::Activity;
 pub use event_loop::handler::{CloseReason, DatagramService, Flow, Handler, Input, Reply, Service, Timeout};
 pub use event_loop::{
     Bound, Context, EventLoop, Handle, ListenerStats, Loop, PassStats, Readiness, Receipt, SendError, Sent, Stats,
-    UdpStats, PASS_BUCKETS_US, PENDING_SLICE,
+    UdpStats, CLOSE_SLICE, PASS_BUCKETS_US, PENDING_SLICE,
 };
 pub use id::{SourceId, TimerId};
 pub use mio::Interest;

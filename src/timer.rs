@@ -73,6 +73,11 @@ impl Timers {
         self.heap.push(Reverse((at, kind, key, serial)));
     }
 
+    /// Gives back the heap's spare capacity.
+    pub(crate) fn shrink_to_fit(&mut self) {
+        self.heap.shrink_to_fit();
+    }
+
     /// Entries in the heap, live or stale.
     pub(crate) fn len(&self) -> usize {
         self.heap.len()

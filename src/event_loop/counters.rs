@@ -87,6 +87,9 @@ pub struct PassStats {
     /// Passes per bucket of [`PASS_BUCKETS_US`], not cumulative; the last
     /// entry counts passes longer than every bound.
     pub buckets: [u64; PASS_BUCKETS_US.len() + 1],
+    /// Connections whose peer closed while the loop was behind, closed
+    /// after the live connections' events instead of at once.
+    pub deferred_closes: u64,
 }
 
 impl PassStats {
@@ -104,6 +107,7 @@ impl PassStats {
     pub fn add(&mut self, other: &PassStats) {
         self.passes = self.passes.saturating_add(other.passes);
         self.total_ns = self.total_ns.saturating_add(other.total_ns);
+        self.deferred_closes = self.deferred_closes.saturating_add(other.deferred_closes);
         for (a, b) in self.buckets.iter_mut().zip(other.buckets.iter()) {
             *a = a.saturating_add(*b);
         }

@@ -9,6 +9,7 @@
 //!                           │                                 └ Custom ─────▶ the embedder's callback
 //!                           ├─▶ dirty: connections written to or closed from elsewhere, driven before the pass ends
 //!                           ├─▶ pending: sources whose budget ran out, run again next pass
+//!                           ├─▶ closing: peers that closed while the loop was behind, closed after
 //!                           └─▶ timers: deadlines, lingering, connect timeouts, handler and loop timers
 //!  Handle (Send + Clone) ──Waker──▶ stop / wake / send / run a task on the loop thread
 //! ```
@@ -25,6 +26,13 @@
 //!   doing expensive work a piece at a time (`Context::yield_now`) is run
 //!   from there, so its pieces never hold back other peers' I/O by more than
 //!   one piece. `Interrupted` is retried everywhere.
+//! * While the loop is behind (a pass's events filled the buffer, closes
+//!   set aside earlier still wait, or the pass has run for [`CLOSE_SLICE`]
+//!   already), a connection whose peer closed is set
+//!   aside on the `closing` queue instead of being closed at once; after the
+//!   pending queue, a pass spends at most [`CLOSE_SLICE`] on those. A mass
+//!   close (thousands of clients exiting at once) so never holds the live
+//!   connections' requests behind it (`queues.rs`).
 //! * A token names a slot and the serial of what is in it (`crate::id`):
 //!   an event for a source that has closed, even one whose slot is reused,
 //!   is ignored.
@@ -39,6 +47,8 @@
 //! (a connection's pass and every handler call), `conn.rs` (the state
 //! machine), `context.rs`, `handler.rs` (the callback traits), `udp.rs`,
 //! `accept.rs`, `pipes.rs` (children), `sources.rs` (any fd), `timers.rs`, `shutdown.rs`,
+//! `queues.rs` (the pending and closing queues), `tidy.rs` (memory given back
+//! after a burst),
 //! `handle.rs` (other threads).
 
 use std::io;
@@ -70,8 +80,10 @@ mod handle;
 pub(crate) mod handler;
 mod ops;
 mod pipes;
+mod queues;
 mod shutdown;
 mod sources;
+mod tidy;
 mod timers;
 #[cfg(feature = "tls")]
 mod tls_api;
@@ -81,6 +93,8 @@ pub use context::Context;
 pub use counters::{ListenerStats, PassStats, PASS_BUCKETS_US};
 pub use handle::{Handle, Receipt};
 pub use ops::{Loop, SendError, Sent};
+use queues::Queue;
+pub use queues::{CLOSE_SLICE, PENDING_SLICE};
 pub use udp::UdpStats;
 
 use conn::ConnState;
@@ -93,10 +107,6 @@ const SIGCHLD: Token = Token(usize::MAX - 1);
 const REAP_FALLBACK: Duration = Duration::from_millis(500);
 /// Big enough for any UDP datagram over IPv4 (65,507 bytes of payload).
 const SCRATCH: usize = 64 * 1024;
-/// How long one pass runs its pending queue, timed from the end of its
-/// fresh events, before it polls again; at least one pending source runs
-/// per pass.
-pub const PENDING_SLICE: Duration = Duration::from_millis(1);
 
 /// What an event said a source may do; handed to registered sources'
 /// callbacks ([`Loop::add_source`]).
@@ -248,7 +258,7 @@ impl<S: 'static> EventLoop<S> {
         }
         Ok(EventLoop {
             poll,
-            events: Some(Events::with_capacity(1024)),
+            events: Some(Events::with_capacity(cfg.events_per_poll.max(1))),
             bufs: Bufs {
                 scratch: vec![0; SCRATCH],
                 spare_out: OutBuf::default(),
@@ -275,13 +285,16 @@ impl<S: 'static> EventLoop<S> {
     /// pending source and due timer once.
     pub fn poll_once(&mut self, timeout: Option<Duration>) -> io::Result<()> {
         let timeout = self.effective_timeout(timeout);
-        let mut events = self.events.take().unwrap_or_else(|| Events::with_capacity(1024));
+        let mut events =
+            self.events.take().unwrap_or_else(|| Events::with_capacity(self.core.cfg.events_per_poll.max(1)));
         let polled = self.poll.poll(&mut events, timeout);
         self.core.now = Instant::now();
         if let Err(e) = polled {
             self.events = Some(events);
             return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
         }
+        // A full buffer: the kernel may hold more ready sources behind these.
+        let behind = events.iter().count() >= events.capacity() || !self.core.closing.is_empty();
         for ev in events.iter() {
             let token = ev.token();
             if token == WAKER {
@@ -298,29 +311,19 @@ impl<S: 'static> EventLoop<S> {
                 self.core.trace_event(token, ready);
             }
             let hup = ready.hup();
+            // Behind, or this pass has spent a slice already (a clock read
+            // only for a close, which costs far more).
+            if hup && (behind || self.core.now.elapsed() >= CLOSE_SLICE) && self.core.defer_close(token) {
+                continue;
+            }
             ready.readable |= hup;
             ready.writable |= ready.write_closed;
             self.drive(token, ready);
         }
         self.events = Some(events);
-        // The slice starts after the fresh events: they never use it up.
-        // (No clock read on a pass with nothing pending.)
-        let mut slice_end = None;
-        for i in 0..self.core.pending.len() {
-            let end = *slice_end.get_or_insert_with(|| Instant::now() + PENDING_SLICE);
-            if i > 0 && Instant::now() >= end {
-                // The rest runs after the next poll's fresh events.
-                break;
-            }
-            match self.core.next_pending() {
-                Some(Some(id)) => {
-                    trace!("{}: run again from the pending queue", self.core.name_of(id));
-                    self.drive(id.token(), Readiness::ALL)
-                }
-                Some(None) => {}
-                None => break,
-            }
-        }
+        // The slices start after the fresh events: they never use them up.
+        self.run_queue(Queue::Pending);
+        self.run_queue(Queue::Closing);
         self.core.fire_timers();
         self.flush_dirty();
         let end = Instant::now();
@@ -329,13 +332,14 @@ impl<S: 'static> EventLoop<S> {
             // SIGCHLD can be missed (coalesced, or consumed elsewhere): poll too.
             self.reap_children(false);
         }
+        self.core.tidy_if_due(end);
         let took = end.saturating_duration_since(self.core.now);
         self.core.pass_stats.record(took);
         Ok(())
     }
 
     fn effective_timeout(&self, timeout: Option<Duration>) -> Option<Duration> {
-        if !self.core.pending.is_empty() || !self.core.dirty.is_empty() {
+        if self.core.has_deferred() || !self.core.dirty.is_empty() {
             return Some(Duration::ZERO);
         }
         let timeout = if !self.core.children.wants_polling() {
@@ -343,10 +347,10 @@ impl<S: 'static> EventLoop<S> {
         } else {
             Some(timeout.map_or(REAP_FALLBACK, |t| t.min(REAP_FALLBACK)))
         };
-        let next = match (self.core.timers.next_deadline(), self.core.children.next_deadline()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        let next = [self.core.timers.next_deadline(), self.core.children.next_deadline(), self.core.tidy_due()]
+            .into_iter()
+            .flatten()
+            .min();
         match next {
             None => timeout,
             Some(at) => {
@@ -514,6 +518,7 @@ impl<S: 'static> Loop<S> {
             return;
         }
         let Some(entry) = self.sources.try_remove(id.key) else { return };
+        self.note_removed();
         match entry.source {
             Source::Conn(mut c) => {
                 c.deregister(&self.registry);

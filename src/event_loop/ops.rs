@@ -62,6 +62,8 @@ pub(crate) struct Entry<S> {
     pub(crate) source: Source<S>,
     /// On the pending queue now (a source is queued at most once).
     pub(crate) queued: bool,
+    /// On the closing queue now (at most once).
+    pub(crate) closing: bool,
 }
 
 /// Why an operation on a connection id was refused. Nothing was queued or
@@ -115,6 +117,10 @@ pub struct Loop<S = ()> {
     pub(crate) sources: Slab<Entry<S>>,
     next_serial: u64,
     pub(crate) pending: VecDeque<Token>,
+    /// Connections whose peer closed while the loop was behind (`queues.rs`).
+    pub(crate) closing: VecDeque<Token>,
+    /// When the slab's free tail is given back (`tidy.rs`), if armed.
+    pub(crate) tidy_at: Option<Instant>,
     /// Connections changed from outside their own pass, to drive before the
     /// pass ends.
     pub(crate) dirty: Vec<SourceId>,
@@ -151,6 +157,8 @@ impl<S: 'static> Loop<S> {
             sources: Slab::new(),
             next_serial: 1,
             pending: VecDeque::new(),
+            closing: VecDeque::new(),
+            tidy_at: None,
             dirty: Vec::new(),
             timers: Timers::default(),
             loop_timers: Slab::new(),
@@ -528,32 +536,8 @@ impl<S: 'static> Loop<S> {
     }
 
     pub(crate) fn insert(&mut self, id: SourceId, source: Source<S>) {
-        let key = self.sources.insert(Entry { serial: id.serial, source, queued: false });
+        let key = self.sources.insert(Entry { serial: id.serial, source, queued: false, closing: false });
         debug_assert_eq!(key, id.key);
-    }
-
-    /// Puts a source on the pending queue, unless it is there already: the
-    /// queue holds each source at most once, so it never outgrows the slab.
-    pub(crate) fn queue(&mut self, id: SourceId) {
-        if let Some(e) = self.sources.get_mut(id.key).filter(|e| e.serial == id.serial) {
-            if !e.queued {
-                e.queued = true;
-                self.pending.push_back(id.token());
-            }
-        }
-    }
-
-    /// Takes the next source off the pending queue (skipping any that has
-    /// gone since it was queued).
-    pub(crate) fn next_pending(&mut self) -> Option<Option<SourceId>> {
-        let token = self.pending.pop_front()?;
-        let id = self.id_of(token);
-        if let Some(id) = id {
-            if let Some(e) = self.sources.get_mut(id.key) {
-                e.queued = false;
-            }
-        }
-        Some(id)
     }
 
     #[inline]

@@ -95,6 +95,14 @@ pub fn render(snap: &Snapshot, out: &mut String) {
     let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", snap.passes.passes);
     let _ = writeln!(out, "{name}_sum {}", snap.passes.total_ns as f64 / 1e9);
     let _ = writeln!(out, "{name}_count {}", snap.passes.passes);
+    let name = "wireloop_loop_closes_deferred_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Connections whose peer closed while the loop was behind, closed after the live connections' events.",
+    );
+    let _ = writeln!(out, "{name} {}", snap.passes.deferred_closes);
     let name = "wireloop_workers";
     family(out, name, "gauge", "Event loops (threads) serving.");
     let _ = writeln!(out, "{name} {}", snap.workers);
@@ -128,6 +136,7 @@ mod tests {
         let mut passes = PassStats::default();
         passes.record(std::time::Duration::from_micros(40));
         passes.record(std::time::Duration::from_millis(3));
+        passes.deferred_closes = 7;
         let snap = Snapshot {
             tcp: vec![(
                 "echo",
@@ -160,6 +169,7 @@ mod tests {
             "wireloop_loop_pass_duration_seconds_bucket{le=\"+Inf\"} 2",
             "wireloop_loop_pass_duration_seconds_sum 0.00304",
             "wireloop_loop_pass_duration_seconds_count 2",
+            "wireloop_loop_closes_deferred_total 7",
             "wireloop_workers 1",
         ] {
             assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
