@@ -1,20 +1,25 @@
 #!/usr/bin/env bash
 # Idle connections on one loop, up to the machine's ceiling: `wireloop serve --only echo` against
 # the tokio current-thread peer (`benches/peer_tokio.rs echo-ct`) and the bare epoll floor
-# (`benches/peer_floor.rs tcp`), in one run, for each size C:
+# (`benches/peer_floor.rs tcp`), and `serve --workers 2` ("wireloop2", both loops on the server's
+# one cpu: the split and each loop's figures, not a speed-up), in one run, for each size C:
 #
 #   1. baseline: 50 active ping-pong connections on a fresh server (`wireloop bench echo -c 50 -P 1
 #      -d DUR --json`): p99 and server CPU per request; then, once they are closed, its VmRSS and
 #      descriptors (so buffers the first requests allocate are in the baseline, not the growth);
 #   2. C idle connections (`wireloop bench idle --sources 2`, several client processes of at most
-#      PER_PROC each, one after another): connections accepted and answered per second, then the
-#      server's RSS growth per connection once they are all held;
+#      PER_PROC each, one after another): connections accepted and answered per second (bound by
+#      the one client cpu), the server's CPU time per connection accepted and answered (its own
+#      cost, whatever the client's speed; per loop thread for wireloop2), then the server's RSS
+#      growth per connection once they are all held (wireloop: each loop's share and slab slots,
+#      from its metrics);
 #   3. the same 50 active connections again, with the C held;
 #   4. close-all: an active run starts, and 1 s in every idle client is killed at once; the
 #      server's descriptors and RSS are sampled every 5 ms until they are back near the baseline
 #      (descriptors: baseline + the 50 active + 2; RSS: within 10% of the growth, or 64 KiB,
 #      above it), for at most SETTLE seconds; the active run's slowest request says whether the
-#      close stalled it (target: none above 50 ms).
+#      close stalled it (target: none above 50 ms); wireloop's passes over 2.5 ms across it (from
+#      its pass-time histogram) say how much of a stall is the loop's.
 #
 # The server runs on cpu 0, every client on cpu 1 (`taskset`). Loopback only. Every run is
 # bounded: connects time out after 5 s, replies after 10 s, active runs last DUR s, clients hold
@@ -38,7 +43,7 @@ ulimit -n "$(ulimit -Hn)"
 HARD=$(ulimit -Hn)
 CEIL=${CEIL:-$((HARD - 320))}
 export SIZES=${SIZES:-"1000 5000 10000 $CEIL"}
-export TARGETS=${TARGETS:-"wireloop tokio floor"}
+export TARGETS=${TARGETS:-"wireloop tokio floor wireloop2"}
 export DUR=${DUR:-5} ROUNDS=${ROUNDS:-1} PER_PROC=${PER_PROC:-9000} SOURCES=${SOURCES:-2} HOLD=${HOLD:-300} SETTLE=${SETTLE:-10}
 export SRV_CPU=${SRV_CPU:-0} CLI_CPU=${CLI_CPU:-1}
 OUT=target/idle
@@ -90,6 +95,8 @@ def cpu_ticks(pid):
 
 def start_server(target):
     cmd = {"wireloop": [WL, "serve", "--only", "echo", "--echo", "127.0.0.1:0", "--metrics", "127.0.0.1:0"],
+           "wireloop2": [WL, "serve", "--only", "echo", "--echo", "127.0.0.1:0", "--metrics", "127.0.0.1:0",
+                         "--workers", "2"],
            "tokio": [PEER, "echo-ct", "127.0.0.1:0"], "floor": [FLOOR, "tcp", "127.0.0.1:0"]}[target]
     p = subprocess.Popen(["taskset", "-c", SRV] + cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     procs.append(p)
@@ -99,7 +106,7 @@ def start_server(target):
             return p, addr, line.split()[-1]
         if "listening" in line and addr is None:
             addr = line.split()[-1]
-            if target != "wireloop":
+            if not target.startswith("wireloop"):
                 return p, addr, None
     raise SystemExit(f"{target} did not start")
 
@@ -118,6 +125,36 @@ def passes(metrics):
         elif l.startswith("wireloop_loop_pass_duration_seconds_sum"):
             h["sum"] = float(l.split()[-1])
     return h
+
+
+def thread_ticks(pid):
+    """CPU ticks per thread, by thread name (wireloop's loops are `loop-0`, `loop-1`, ...)."""
+    out = {}
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            comm = open(f"/proc/{pid}/task/{tid}/comm").read().strip()
+            f = open(f"/proc/{pid}/task/{tid}/stat").read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        out[comm] = out.get(comm, 0) + int(f[11]) + int(f[12])
+    return out
+
+
+def per_worker(metrics):
+    """wireloop's per-loop figures: {worker: {open, accepted, slots}}."""
+    if metrics is None:
+        return None
+    import urllib.request
+    body = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode()
+    out = {}
+    for l in body.splitlines():
+        for name, key in (("wireloop_worker_connections_open", "open"),
+                          ("wireloop_worker_connections_accepted_total", "accepted"),
+                          ("wireloop_worker_slab_slots", "slots")):
+            if l.startswith(name + "{"):
+                w = l.split('worker="')[1].split('"')[0]
+                out.setdefault(w, {})[key] = int(l.split()[-1])
+    return out
 
 
 def pass_diff(a, b):
@@ -167,12 +204,17 @@ def one(target, c, rnd):
     none = active(addr, srv.pid)
     time.sleep(0.5)
     base_rss, base_fds = rss(srv.pid), fds(srv.pid)
+    t_open, th_open = cpu_ticks(srv.pid), thread_ticks(srv.pid)
     clients, idle = open_idle(addr, c)
+    open_cpu = cpu_ticks(srv.pid) - t_open
+    th_after = thread_ticks(srv.pid)
+    open_cpu_threads = {k: v - th_open.get(k, 0) for k, v in th_after.items() if v - th_open.get(k, 0) > 0}
     est = sum(j["established"] for j in idle)
     failed = sum(j["failed"] for j in idle)
     secs = sum(j["seconds"] for j in idle)
     time.sleep(1.0)
     held_rss, held_fds = rss(srv.pid), fds(srv.pid)
+    workers_held = per_worker(metrics)
     held = active(addr, srv.pid)
     # Close-all across an active run.
     bg = subprocess.Popen(["taskset", "-c", CLI, WL, "bench", "echo", addr, "-c", "50", "-P", "1", "-d", "4", "--json"],
@@ -197,6 +239,7 @@ def one(target, c, rnd):
         time.sleep(0.005)
     end_rss, end_fds = rss(srv.pid), fds(srv.pid)
     close_passes = pass_diff(before_close, passes(metrics))
+    workers_after = per_worker(metrics)
     for p in clients:
         p.wait()
     across = json.loads(bg.communicate(timeout=30)[0])
@@ -205,6 +248,8 @@ def one(target, c, rnd):
     row = dict(target=target, conns=c, round=rnd, established=est, failed=failed, base_rss=base_rss, held_rss=held_rss,
                base_fds=base_fds, held_fds=held_fds, fds_before_close=fds_before_close,
                rss_per_conn=(held_rss - base_rss) / max(est, 1), accept_rate=est / secs if secs else 0,
+               accept_cpu_us=1e6 * open_cpu / TCK / max(est, 1), open_cpu_threads=open_cpu_threads,
+               workers_held=workers_held, workers_after=workers_after,
                idle_clients=idle, none=none, held=held, across=across, fds_back_s=fds_back, rss_back_s=rss_back,
                end_rss=end_rss, end_fds=end_fds, close_passes=close_passes, settle_limit_s=SETTLE,
                loadavg1=float(open("/proc/loadavg").read().split()[0]))
@@ -247,10 +292,10 @@ for r in rows:
     groups.setdefault((r["target"], r["conns"]), []).append(r)
 print(f"{ROUNDS} round(s); medians over the rounds, ranges in brackets.")
 print()
-print("| C | server | held | B per idle conn | accepted/s | p99 µs none → held | held/none p99 | CPU µs/req none → held "
+print("| C | server | held | B per idle conn | accepted/s | server CPU µs per accept | p99 µs none → held | held/none p99 | CPU µs/req none → held "
       "| held/none CPU | close-all: fds back | RSS back (end − base) | slowest active request across close-all, ms "
       "| loop passes > 2.5 ms across close-all |")
-print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for c in SIZES:
     for t in TARGETS:
         rs = groups.get((t, c), [])
@@ -263,6 +308,7 @@ for c in SIZES:
         st_ms = [stall(r) for r in rs]
         print(f"| {c:,} | {t} | {med([r['established'] for r in rs]):,.0f}{' (' + str(failed) + ' failed)' if failed else ''} "
               f"| {med([r['rss_per_conn'] for r in rs]):,.0f} | {med([r['accept_rate'] for r in rs]):,.0f} "
+              f"| {med([r['accept_cpu_us'] for r in rs]):.1f} "
               f"| {med([r['none']['p99_us'] for r in rs]):,.0f} → {med([r['held']['p99_us'] for r in rs]):,.0f} "
               f"| {spread(rs, p99r)} "
               f"| {med([r['none']['server_cpu_us_per_req'] for r in rs]):.2f} → {med([r['held']['server_cpu_us_per_req'] for r in rs]):.2f} "
@@ -273,8 +319,23 @@ for c in SIZES:
               f"| {med(st_ms):.1f}{'' if len(rs) == 1 else f' ({min(st_ms):.1f}–{max(st_ms):.1f})'} "
               f"| {'—' if not cp else (str(med(cp)) if len(cp) == 1 else f'{med(cp)} ({min(cp)}–{max(cp)})')} |")
 print()
+for c in SIZES:
+    rs = groups.get(("wireloop2", c), [])
+    if not rs:
+        continue
+    if rs[0].get("workers_held") is None:
+        continue
+    ws = sorted(rs[0]["workers_held"])
+    split = " / ".join(f"{med([r['workers_held'][w]['open'] for r in rs]):,.0f}" for w in ws)
+    slots = " / ".join(f"{med([r['workers_held'][w]['slots'] for r in rs]):,.0f}" for w in ws)
+    after = " / ".join(f"{med([r['workers_after'][w]['slots'] for r in rs]):,.0f}" for w in ws)
+    cpu = " / ".join(f"{med([1e6 * r['open_cpu_threads'].get('loop-' + w, 0) / TCK / max(r['workers_held'][w]['open'], 1) for r in rs]):.1f}"
+                     for w in ws)
+    print(f"--workers 2, C={c:,}: connections open per worker {split}; slab slots {slots} "
+          f"(after close-all: {after}); loop thread CPU µs per connection it accepted {cpu}")
+print()
 for peer in ("tokio", "floor"):
-    print(f"wireloop / {peer} in the same run, medians (B per idle conn, accepted/s, held p99, held CPU/req, close-all stall):")
+    print(f"wireloop / {peer} in the same run, medians (B per idle conn, accepted/s, server CPU per accept, held p99, held CPU/req, close-all stall):")
     for c in SIZES:
         w, t = groups.get(("wireloop", c)), groups.get((peer, c))
         if w and t:
@@ -283,6 +344,7 @@ for peer in ("tokio", "floor"):
             mem = f"{m(w, lambda r: r['rss_per_conn']) / tm:.4f}x" if tm > 0 else "— (no growth)"
             print(f"  C={c:,}: {mem}, "
                   f"{m(w, lambda r: r['accept_rate']) / m(t, lambda r: r['accept_rate']):.2f}x, "
+                  f"{m(w, lambda r: r['accept_cpu_us']) / m(t, lambda r: r['accept_cpu_us']):.2f}x, "
                   f"{m(w, lambda r: r['held']['p99_us']) / m(t, lambda r: r['held']['p99_us']):.2f}x, "
                   f"{m(w, lambda r: r['held']['server_cpu_us_per_req']) / max(m(t, lambda r: r['held']['server_cpu_us_per_req']), 1e-9):.2f}x, "
                   f"{m(w, stall) / m(t, stall):.2f}x")

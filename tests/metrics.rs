@@ -147,6 +147,17 @@ fn workers_are_summed() {
     assert_eq!(value(&body, "wireloop_tcp_connections_accepted_total{service=\"echo\"}"), Some(12.0), "{body}");
     assert_eq!(value(&body, "wireloop_tcp_received_bytes_total{service=\"echo\"}"), Some(12.0));
     assert_eq!(value(&body, "wireloop_workers"), Some(3.0));
+    // Each loop's own figures: how SO_REUSEPORT split the connections.
+    let per = |name: &str, w: usize| value(&body, &format!("{name}{{worker=\"{w}\"}}"));
+    let accepted: f64 =
+        (0..3).map(|w| per("wireloop_worker_connections_accepted_total", w).expect("each worker")).sum();
+    let tcp =
+        |svc: &str| value(&body, &format!("wireloop_tcp_connections_accepted_total{{service=\"{svc}\"}}")).unwrap();
+    assert_eq!(accepted, tcp("echo") + tcp("metrics"), "{body}");
+    for w in 0..3 {
+        assert!(per("wireloop_worker_slab_slots", w).unwrap() >= 1.0, "{body}");
+        assert!(per("wireloop_worker_connections_open", w).is_some(), "{body}");
+    }
 }
 
 #[test]

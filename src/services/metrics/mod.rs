@@ -83,6 +83,22 @@ pub struct Snapshot {
     pub passes: PassStats,
     /// Loops summed.
     pub workers: u64,
+    /// Each loop's own figures, by worker index (one entry per loop).
+    pub per_worker: Vec<WorkerFigures>,
+}
+
+/// One loop's figures apart from the others': how `SO_REUSEPORT` split the
+/// connections, and what each loop's slab holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WorkerFigures {
+    /// The worker's index (`loop-N`).
+    pub worker: usize,
+    /// Accepted connections open now, all its listeners.
+    pub open: u64,
+    /// Connections it accepted, all its listeners.
+    pub accepted: u64,
+    /// Its slab's slots, held and free ([`Loop::slots`]).
+    pub slots: u64,
 }
 
 impl Snapshot {
@@ -127,6 +143,8 @@ impl Snapshot {
         }
         self.passes.add(&other.passes);
         self.workers = self.workers.saturating_add(other.workers);
+        self.per_worker.extend_from_slice(&other.per_worker);
+        self.per_worker.sort_by_key(|w| w.worker);
     }
 }
 
@@ -189,6 +207,12 @@ impl Catalog {
         }
         snap.passes = lp.pass_stats();
         snap.workers = 1;
+        let (open, accepted) = snap
+            .tcp
+            .iter()
+            .fold((0u64, 0u64), |(o, a), (_, s)| (o.saturating_add(s.open), a.saturating_add(s.accepted)));
+        snap.per_worker.clear();
+        snap.per_worker.push(WorkerFigures { worker: 0, open, accepted, slots: lp.slots() as u64 });
     }
 }
 
@@ -210,6 +234,7 @@ pub fn publish_every<S: 'static>(
             g.resize_with(slot + 1, Snapshot::default);
         }
         catalog.borrow().collect_into(lp, &mut g[slot]);
+        g[slot].per_worker[0].worker = slot;
     }
     lp.after(every, move |lp| publish_every(lp, catalog, shared, slot, every));
 }
@@ -241,6 +266,7 @@ impl MetricsService {
         let mut snap = Snapshot::default();
         self.catalog.borrow().collect_into(lp, &mut snap);
         if let Some((shared, own)) = &self.others {
+            snap.per_worker[0].worker = *own;
             let g = shared.lock().unwrap_or_else(|p| p.into_inner());
             for (i, s) in g.iter().enumerate() {
                 if i != *own {

@@ -6,7 +6,7 @@
 
 use std::fmt::Write;
 
-use super::Snapshot;
+use super::{Snapshot, WorkerFigures};
 use crate::{ListenerStats, UdpStats, PASS_BUCKETS_US};
 
 type TcpField = fn(&ListenerStats) -> u64;
@@ -103,6 +103,27 @@ pub fn render(snap: &Snapshot, out: &mut String) {
         "Connections whose peer closed while the loop was behind, closed after the live connections' events.",
     );
     let _ = writeln!(out, "{name} {}", snap.passes.deferred_closes);
+    let per_worker: &[(&str, &str, &str, fn(&WorkerFigures) -> u64)] = &[
+        (
+            "wireloop_worker_connections_open",
+            "gauge",
+            "Accepted connections open now, per loop (how SO_REUSEPORT split them).",
+            |w| w.open,
+        ),
+        ("wireloop_worker_connections_accepted_total", "counter", "Connections accepted, per loop.", |w| w.accepted),
+        (
+            "wireloop_worker_slab_slots",
+            "gauge",
+            "Slots of the loop's slab, held and free (a few hundred bytes each); shrinks after a mass close.",
+            |w| w.slots,
+        ),
+    ];
+    for &(name, kind, help, get) in per_worker {
+        family(out, name, kind, help);
+        for w in &snap.per_worker {
+            let _ = writeln!(out, "{name}{{worker=\"{}\"}} {}", w.worker, get(w));
+        }
+    }
     let name = "wireloop_workers";
     family(out, name, "gauge", "Event loops (threads) serving.");
     let _ = writeln!(out, "{name} {}", snap.workers);
@@ -149,6 +170,7 @@ mod tests {
             services: Vec::new(),
             passes,
             workers: 1,
+            per_worker: vec![WorkerFigures { worker: 0, open: 1, accepted: 3, slots: 16 }],
         };
         let mut out = String::new();
         render(&snap, &mut out);
@@ -170,6 +192,9 @@ mod tests {
             "wireloop_loop_pass_duration_seconds_sum 0.00304",
             "wireloop_loop_pass_duration_seconds_count 2",
             "wireloop_loop_closes_deferred_total 7",
+            "wireloop_worker_connections_open{worker=\"0\"} 1",
+            "wireloop_worker_connections_accepted_total{worker=\"0\"} 3",
+            "wireloop_worker_slab_slots{worker=\"0\"} 16",
             "wireloop_workers 1",
         ] {
             assert!(out.lines().any(|l| l == line), "missing {line:?} in\n{out}");
