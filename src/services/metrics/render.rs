@@ -11,6 +11,7 @@ use crate::{ListenerStats, UdpStats, PASS_BUCKETS_US};
 
 type TcpField = fn(&ListenerStats) -> u64;
 type UdpField = fn(&UdpStats) -> u64;
+type WorkerField = fn(&WorkerFigures) -> u64;
 
 /// Per TCP service: (name, type, help, value).
 const TCP: &[(&str, &str, &str, TcpField)] = &[
@@ -24,6 +25,23 @@ const TCP: &[(&str, &str, &str, TcpField)] = &[
     ),
     ("wireloop_tcp_received_bytes_total", "counter", "Bytes read from connections.", |s| s.bytes_in),
     ("wireloop_tcp_sent_bytes_total", "counter", "Bytes written to connections.", |s| s.bytes_out),
+];
+
+/// Per loop: (name, type, help, value), each sample labelled `worker`.
+const PER_WORKER: &[(&str, &str, &str, WorkerField)] = &[
+    (
+        "wireloop_worker_connections_open",
+        "gauge",
+        "Accepted connections open now, per loop (how SO_REUSEPORT split them).",
+        |w| w.open,
+    ),
+    ("wireloop_worker_connections_accepted_total", "counter", "Connections accepted, per loop.", |w| w.accepted),
+    (
+        "wireloop_worker_slab_slots",
+        "gauge",
+        "Slots of the loop's slab, held and free (a few hundred bytes each); shrinks after a mass close.",
+        |w| w.slots,
+    ),
 ];
 
 /// Kinds of `wireloop_tcp_connection_errors_total`.
@@ -103,22 +121,7 @@ pub fn render(snap: &Snapshot, out: &mut String) {
         "Connections whose peer closed while the loop was behind, closed after the live connections' events.",
     );
     let _ = writeln!(out, "{name} {}", snap.passes.deferred_closes);
-    let per_worker: &[(&str, &str, &str, fn(&WorkerFigures) -> u64)] = &[
-        (
-            "wireloop_worker_connections_open",
-            "gauge",
-            "Accepted connections open now, per loop (how SO_REUSEPORT split them).",
-            |w| w.open,
-        ),
-        ("wireloop_worker_connections_accepted_total", "counter", "Connections accepted, per loop.", |w| w.accepted),
-        (
-            "wireloop_worker_slab_slots",
-            "gauge",
-            "Slots of the loop's slab, held and free (a few hundred bytes each); shrinks after a mass close.",
-            |w| w.slots,
-        ),
-    ];
-    for &(name, kind, help, get) in per_worker {
+    for &(name, kind, help, get) in PER_WORKER {
         family(out, name, kind, help);
         for w in &snap.per_worker {
             let _ = writeln!(out, "{name}{{worker=\"{}\"}} {}", w.worker, get(w));
