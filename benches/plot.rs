@@ -19,11 +19,18 @@ use common::median;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let path = std::env::args().skip(1).find(|a| !a.starts_with("--")).unwrap_or("target/scaling/runs.jsonl".into());
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("{path}: {e} (run benches/scaling.sh first)"))?;
-    let rows: Vec<serde_json::Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    match read_jsonl(&path) {
+        Some(rows) => scaling_charts(&path, &rows)?,
+        None => println!("no {path}: run benches/scaling.sh for docs/scaling-connections.svg and -size.svg"),
+    }
+    idle_charts("target/idle/runs.jsonl", "target/structures/phases.jsonl")
+}
+
+/// Requests/s and p99 against connections, and time per byte against size.
+fn scaling_charts(path: &str, rows: &[serde_json::Value]) -> Result<(), Box<dyn std::error::Error>> {
     let mut by_conns: BTreeMap<u64, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     let mut by_size: BTreeMap<u64, Vec<f64>> = BTreeMap::new();
-    for r in &rows {
+    for r in rows {
         let rps = r["rps"].as_f64().unwrap_or(0.0);
         match r["label"].as_str() {
             Some("conns") => {
@@ -90,7 +97,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     chart.draw_series(sizes.iter().map(|s| Circle::new(*s, 3, BLUE.filled())))?;
     root.present()?;
     println!("wrote docs/scaling-connections.svg and docs/scaling-size.svg from {path}");
-    idle_charts("target/idle/runs.jsonl", "target/structures/phases.jsonl")
+    Ok(())
 }
 
 fn read_jsonl(path: &str) -> Option<Vec<serde_json::Value>> {
@@ -128,11 +135,18 @@ fn idle_charts(idle: &str, phases: &str) -> Result<(), Box<dyn std::error::Error
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d((500f64..2_000_000f64).log_scale(), (100f64..200_000f64).log_scale())?;
-    chart.configure_mesh().x_desc("connections").y_desc("bytes per connection").draw()?;
+    let whole = |v: &f64| format!("{v:.0}");
+    chart
+        .configure_mesh()
+        .x_desc("connections")
+        .y_desc("bytes per connection")
+        .x_label_formatter(&whole)
+        .y_label_formatter(&whole)
+        .draw()?;
     for (points, label, color) in [
         (series("wireloop"), "wireloop, server RSS growth (idle.sh)", BLUE),
         (series("tokio"), "tokio current-thread, the same", RED),
-        (structs, "wireloop, the loop's structures without sockets (structures.rs)", GREEN),
+        (structs, "wireloop, the loop's structures allocated, no sockets (structures.rs)", GREEN),
     ] {
         if points.is_empty() {
             continue;
@@ -159,7 +173,14 @@ fn idle_charts(idle: &str, phases: &str) -> Result<(), Box<dyn std::error::Error
         .x_label_area_size(40)
         .y_label_area_size(70)
         .build_cartesian_2d((5_000f64..2_000_000f64).log_scale(), 0f64..max)?;
-    chart.configure_mesh().x_desc("simulated connections").y_desc("instructions per connection").draw()?;
+    let whole = |v: &f64| format!("{v:.0}");
+    chart
+        .configure_mesh()
+        .x_desc("simulated connections")
+        .y_desc("instructions per connection")
+        .x_label_formatter(&whole)
+        .y_label_formatter(&whole)
+        .draw()?;
     for (phase, color) in [("insert", BLUE), ("event", GREEN), ("rearm", RED), ("close", BLACK), ("expire", MAGENTA)] {
         let points: Vec<(f64, f64)> =
             phase_rows.iter().filter_map(|r| Some((r["conns"].as_f64()?, r[phase].as_f64()?))).collect();
