@@ -297,8 +297,6 @@ impl<S: 'static> EventLoop<S> {
             self.events = Some(events);
             return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
         }
-        // A full buffer: the kernel may hold more ready sources behind these.
-        let behind = events.iter().count() >= events.capacity() || !self.core.closing.is_empty();
         for ev in events.iter() {
             let token = ev.token();
             if token == WAKER {
@@ -315,9 +313,7 @@ impl<S: 'static> EventLoop<S> {
                 self.core.trace_event(token, ready);
             }
             let hup = ready.hup();
-            // Behind, or this pass has spent a slice already (a clock read
-            // only for a close, which costs far more).
-            if hup && (behind || self.core.now.elapsed() >= CLOSE_SLICE) && self.core.defer_close(token) {
+            if hup && self.behind(&events) && self.core.defer_close(token) {
                 continue;
             }
             ready.readable |= hup;
@@ -344,6 +340,16 @@ impl<S: 'static> EventLoop<S> {
         let took = end.saturating_duration_since(self.core.now);
         self.core.pass_stats.record(took);
         Ok(())
+    }
+
+    /// Whether the loop is behind, asked only for a peer's close (which
+    /// costs far more than the asking): closes set aside still wait, the
+    /// pass's events filled the buffer (the kernel may hold more ready
+    /// sources behind them), or the pass has run for a slice already.
+    fn behind(&self, events: &Events) -> bool {
+        !self.core.closing.is_empty()
+            || events.iter().count() >= events.capacity()
+            || self.core.now.elapsed() >= CLOSE_SLICE
     }
 
     fn effective_timeout(&self, timeout: Option<Duration>) -> Option<Duration> {
