@@ -287,11 +287,14 @@ impl<S: 'static> Loop<S> {
     /// re-runs from the pending queue.
     fn read_conn(&mut self, id: SourceId, scratch: &mut [u8], drain: bool) -> io::Result<Pass> {
         let mut budget = self.cfg.read_budget;
-        if let Some(tls) = self.conn_mut(id).ok().and_then(|c| c.tls.as_mut()) {
-            tls.new_pass();
-        }
+        let mut first = true;
         loop {
             let Some((conn, cfg)) = self.conn_cfg(id) else { return Ok(Pass::Idle) };
+            if std::mem::take(&mut first) {
+                if let Some(tls) = conn.tls.as_mut() {
+                    tls.new_pass();
+                }
+            }
             if let ConnState::Lingering { .. } = conn.state() {
                 return conn.discard(scratch, cfg);
             }
