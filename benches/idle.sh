@@ -111,14 +111,18 @@ def start_server(target):
     raise SystemExit(f"{target} did not start")
 
 
+def scrape(metrics):
+    """The lines of wireloop's metrics endpoint."""
+    import urllib.request
+    return urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode().splitlines()
+
+
 def passes(metrics):
     """wireloop's pass-time histogram: {bound in seconds: passes (cumulative)}, plus the sum."""
     if metrics is None:
         return None
-    import urllib.request
-    body = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode()
     h = {}
-    for l in body.splitlines():
+    for l in scrape(metrics):
         if l.startswith("wireloop_loop_pass_duration_seconds_bucket"):
             le = l.split('le="')[1].split('"')[0]
             h[le] = int(l.split()[-1])
@@ -144,10 +148,8 @@ def per_worker(metrics):
     """wireloop's per-loop figures: {worker: {open, accepted, slots}}."""
     if metrics is None:
         return None
-    import urllib.request
-    body = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode()
     out = {}
-    for l in body.splitlines():
+    for l in scrape(metrics):
         for name, key in (("wireloop_worker_connections_open", "open"),
                           ("wireloop_worker_connections_accepted_total", "accepted"),
                           ("wireloop_worker_slab_slots", "slots")):

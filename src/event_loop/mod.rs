@@ -9,7 +9,7 @@
 //!                           │                                 └ Custom ─────▶ the embedder's callback
 //!                           ├─▶ dirty: connections written to or closed from elsewhere, driven before the pass ends
 //!                           ├─▶ pending: sources whose budget ran out, run again next pass
-//!                           ├─▶ closing: peers that closed while the loop was behind, closed after
+//!                           ├─▶ closing: peers that closed while the loop was behind, closed after pending
 //!                           └─▶ timers: deadlines, lingering, connect timeouts, handler and loop timers
 //!  Handle (Send + Clone) ──Waker──▶ stop / wake / send / run a task on the loop thread
 //! ```
@@ -30,7 +30,8 @@
 //!   set aside earlier still wait, or the pass has run for [`CLOSE_SLICE`]
 //!   already), a connection whose peer closed is set
 //!   aside on the `closing` queue instead of being closed at once; after the
-//!   pending queue, a pass spends at most [`CLOSE_SLICE`] on those. A mass
+//!   pending queue, a pass spends [`CLOSE_SLICE`] on those, or as long as its
+//!   events took if that is longer. A mass
 //!   close (thousands of clients exiting at once) so never holds the live
 //!   connections' requests behind it (`queues.rs`).
 //! * A token names a slot and the serial of what is in it (`crate::id`):
@@ -297,6 +298,8 @@ impl<S: 'static> EventLoop<S> {
             self.events = Some(events);
             return if e.kind() == io::ErrorKind::Interrupted { Ok(()) } else { Err(e) };
         }
+        // Whether the events filled the buffer: counted once, at the first close.
+        let mut full = None;
         for ev in events.iter() {
             let token = ev.token();
             if token == WAKER {
@@ -313,7 +316,10 @@ impl<S: 'static> EventLoop<S> {
                 self.core.trace_event(token, ready);
             }
             let hup = ready.hup();
-            if hup && self.behind(&events) && self.core.defer_close(token) {
+            if hup
+                && self.behind(|| *full.get_or_insert_with(|| events.iter().count() >= events.capacity()))
+                && self.core.defer_close(token)
+            {
                 continue;
             }
             ready.readable |= hup;
@@ -344,12 +350,10 @@ impl<S: 'static> EventLoop<S> {
 
     /// Whether the loop is behind, asked only for a peer's close (which
     /// costs far more than the asking): closes set aside still wait, the
-    /// pass's events filled the buffer (the kernel may hold more ready
-    /// sources behind them), or the pass has run for a slice already.
-    fn behind(&self, events: &Events) -> bool {
-        !self.core.closing.is_empty()
-            || events.iter().count() >= events.capacity()
-            || self.core.now.elapsed() >= CLOSE_SLICE
+    /// pass's events filled the buffer (`full`: the kernel may hold more
+    /// ready sources behind them), or the pass has run for a slice already.
+    fn behind(&self, full: impl FnOnce() -> bool) -> bool {
+        !self.core.closing.is_empty() || full() || self.core.now.elapsed() >= CLOSE_SLICE
     }
 
     fn effective_timeout(&self, timeout: Option<Duration>) -> Option<Duration> {

@@ -189,8 +189,9 @@ impl Catalog {
         self.probes.push(Rc::new(probe));
     }
 
-    /// Reads the figures of `lp` into `snap`, keeping its buffers.
-    pub fn collect_into<S: 'static>(&self, lp: &Loop<S>, snap: &mut Snapshot) {
+    /// Reads the figures of `lp`, the loop of worker `worker`, into `snap`,
+    /// keeping its buffers.
+    pub fn collect_into<S: 'static>(&self, lp: &Loop<S>, worker: usize, snap: &mut Snapshot) {
         snap.tcp.clear();
         snap.udp.clear();
         snap.services.clear();
@@ -212,7 +213,7 @@ impl Catalog {
             .iter()
             .fold((0u64, 0u64), |(o, a), (_, s)| (o.saturating_add(s.open), a.saturating_add(s.accepted)));
         snap.per_worker.clear();
-        snap.per_worker.push(WorkerFigures { worker: 0, open, accepted, slots: lp.slots() as u64 });
+        snap.per_worker.push(WorkerFigures { worker, open, accepted, slots: lp.slots() as u64 });
     }
 }
 
@@ -233,8 +234,7 @@ pub fn publish_every<S: 'static>(
         if g.len() <= slot {
             g.resize_with(slot + 1, Snapshot::default);
         }
-        catalog.borrow().collect_into(lp, &mut g[slot]);
-        g[slot].per_worker[0].worker = slot;
+        catalog.borrow().collect_into(lp, slot, &mut g[slot]);
     }
     lp.after(every, move |lp| publish_every(lp, catalog, shared, slot, every));
 }
@@ -264,9 +264,9 @@ impl MetricsService {
     /// This loop's figures plus the others' latest.
     pub fn snapshot<S: 'static>(&self, lp: &Loop<S>) -> Snapshot {
         let mut snap = Snapshot::default();
-        self.catalog.borrow().collect_into(lp, &mut snap);
+        let own = self.others.as_ref().map_or(0, |(_, own)| *own);
+        self.catalog.borrow().collect_into(lp, own, &mut snap);
         if let Some((shared, own)) = &self.others {
-            snap.per_worker[0].worker = *own;
             let g = shared.lock().unwrap_or_else(|p| p.into_inner());
             for (i, s) in g.iter().enumerate() {
                 if i != *own {
